@@ -1,0 +1,1 @@
+"""kubelet-endpoints-reconciler: the modules behind ``reconciler.py``."""

@@ -1,0 +1,232 @@
+"""Desired state, pure: nodes in, each IP exactly once, object bodies out.
+
+SPEC "Each IP exactly once" and "Objects written". Bodies are plain dicts
+serialised by :func:`encode` to byte-identical JSON for the same input, so a
+re-apply changes no ``resourceVersion``; they never carry an empty map or
+list (on a real API server such an apply re-stamps managedFields and bumps
+``resourceVersion``), and omit a field to clear it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib.config import Config
+from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key
+
+#: The Endpoints API's own cap; above it the slices carry the full set.
+#: https://kubernetes.io/docs/concepts/services-networking/service/#over-capacity-endpoints
+ENDPOINTS_CAPACITY = 1000
+OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
+SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+FAMILIES = {4: "IPv4", 6: "IPv6"}
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Several eligible nodes claimed one IP; the winner keeps it, losers are dropped."""
+
+    ip: str
+    winner: str
+    losers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which nodes are published at which IPs, and what was left out and why."""
+
+    nodes_total: int
+    nodes_eligible: int
+    published: tuple[NodeAddresses, ...]  # sorted by primary IP
+    conflicts: tuple[Conflict, ...] = ()
+    skips: tuple[Skip, ...] = ()
+
+    def ips(self, version: int | None = None) -> list[IPAddress]:
+        """Every published IP (of one family if given), sorted."""
+        return sorted(
+            (ip for n in self.published for ip in n.ips if version in (None, ip.version)), key=ip_key
+        )
+
+
+def _priority(nodes: Iterable[NodeAddresses]) -> list[NodeAddresses]:
+    # Newest creationTimestamp first (the newer node holds a reused IP now),
+    # then the smallest name: a total order, so input order never matters.
+    by_name = sorted(nodes, key=lambda n: n.node.name)
+    return sorted(by_name, key=lambda n: n.node.created, reverse=True)
+
+
+def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
+    """Eligible nodes, their addresses, and every IP exactly once."""
+    total = eligible = 0
+    skips: list[Skip] = []
+    candidates: list[NodeAddresses] = []
+    for node in nodes:
+        total += 1
+        if not node.eligible:
+            continue  # never published, never takes an IP from anyone
+        eligible += 1
+        chosen, node_skips = choose_addresses(node, address_type)
+        skips.extend(node_skips)
+        if chosen is not None:
+            candidates.append(chosen)
+
+    holder: dict[IPAddress, NodeAddresses] = {}
+    lost: dict[IPAddress, list[str]] = {}
+    published: list[NodeAddresses] = []
+    # Greedy in priority order: a node is published only if none of its IPs is
+    # held by a node already published; a loser is excluded entirely (all its
+    # addresses) and holds nothing, so it never blocks an older third node.
+    for cand in _priority(candidates):
+        taken = next((ip for ip in cand.ips if ip in holder), None)
+        if taken is not None:
+            lost.setdefault(taken, []).append(cand.node.name)
+            continue
+        for ip in cand.ips:
+            holder[ip] = cand
+        published.append(cand)
+    conflicts = tuple(
+        Conflict(str(ip), holder[ip].node.name, tuple(sorted(losers)))
+        for ip, losers in sorted(lost.items(), key=lambda kv: ip_key(kv[0]))
+    )
+    published.sort(key=lambda n: ip_key(n.primary))
+    return Selection(total, eligible, tuple(published), conflicts, tuple(skips))
+
+
+# --- object bodies -----------------------------------------------------------
+
+
+def common_labels(cfg: Config) -> dict[str, str]:
+    return {
+        "k8s-app": "kubelet",
+        "app.kubernetes.io/name": "kubelet",
+        "app.kubernetes.io/managed-by": cfg.field_manager,
+    }
+
+
+def ports(cfg: Config) -> list[dict[str, Any]]:
+    """The kubelet ports, in SPEC order."""
+    out: list[dict[str, Any]] = [
+        {"name": "https-metrics", "port": 10250, "protocol": "TCP"},
+        {"name": "cadvisor", "port": 4194, "protocol": "TCP"},
+    ]
+    if cfg.http_metrics:
+        out.append({"name": "http-metrics", "port": 10255, "protocol": "TCP"})
+    return out
+
+
+def _meta(cfg: Config, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": cfg.namespace, "labels": dict(labels)}
+
+
+def service(cfg: Config) -> dict[str, Any]:
+    """The headless, selector-less kubelet Service."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(cfg, cfg.service_name, common_labels(cfg)),
+        "spec": {"clusterIP": "None", "ports": ports(cfg)},
+    }
+
+
+def target_ref(node: NodeInfo) -> dict[str, str]:
+    return {"kind": "Node", "apiVersion": "v1", "name": node.name, "uid": node.uid}
+
+
+@dataclass(frozen=True)
+class EndpointsPlan:
+    body: dict[str, Any]
+    truncated_from: int | None = None  # total addresses when more than the cap
+
+
+def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
+    """One subset, one address per node (its primary), sorted by IP."""
+    labels = common_labels(cfg)
+    if cfg.manages_slices:
+        # The EndpointSlice mirroring controller would otherwise copy our
+        # Endpoints into slices of its own: duplicate targets.
+        labels[SKIP_MIRROR] = "true"
+    meta = _meta(cfg, cfg.service_name, labels)
+    addresses = [
+        {"ip": str(n.primary), "nodeName": n.node.name, "targetRef": target_ref(n.node)}
+        for n in sel.published
+    ]
+    truncated_from = None
+    if len(addresses) > ENDPOINTS_CAPACITY:
+        truncated_from = len(addresses)
+        addresses = addresses[:ENDPOINTS_CAPACITY]
+        meta["annotations"] = {OVER_CAPACITY: "truncated"}
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}
+    if addresses:  # no eligible node: no subsets at all, which removes ours
+        body["subsets"] = [{"addresses": addresses, "ports": ports(cfg)}]
+    return EndpointsPlan(body, truncated_from)
+
+
+def slice_endpoint(n: NodeAddresses, ip: IPAddress) -> dict[str, Any]:
+    return {
+        "addresses": [str(ip)],
+        "conditions": {"ready": True},
+        "nodeName": n.node.name,
+        "targetRef": target_ref(n.node),
+    }
+
+
+def endpoint_slice(
+    cfg: Config,
+    name: str,
+    family: str,
+    endpoints: list[dict[str, Any]],
+    service_uid: str | None,
+) -> dict[str, Any]:
+    """One EndpointSlice body; ``endpoints`` must not be empty (empty slices are deleted)."""
+    labels = {
+        **common_labels(cfg),
+        SERVICE_NAME_LABEL: cfg.service_name,
+        SLICE_MANAGED_BY: cfg.field_manager,
+    }
+    meta = _meta(cfg, name, labels)
+    if service_uid:
+        # Garbage collection: deleting the Service deletes its slices.
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "name": cfg.service_name,
+                "uid": service_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": family,
+        "ports": ports(cfg),
+        "endpoints": endpoints,
+    }
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    """Byte-stable JSON (which is YAML) for an apply body."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Diff:
+    """IPs added and removed compared with the live objects."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def diff(desired: Iterable[IPAddress], live: Iterable[IPAddress]) -> Diff:
+    want, have = set(desired), set(live)
+    return Diff(
+        [str(ip) for ip in sorted(want - have, key=ip_key)],
+        [str(ip) for ip in sorted(have - want, key=ip_key)],
+    )

@@ -1,0 +1,352 @@
+"""All Kubernetes API I/O: credentials, requests, retries, paging.
+
+Requests go through the official client's ``ApiClient`` (auth, TLS, proxies,
+exec plugins all as configured by its kubeconfig loader) but bodies are read
+as raw JSON: the generated models cost 5-10x the time and memory of
+``json.loads`` on large Node lists. One tenacity policy retries transient
+failures only, honours ``Retry-After`` and never sleeps past the run's
+deadline; every request's own timeout is cut to what is left of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import tenacity
+import urllib3
+
+from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, UsageError, WriteRejected
+from lib.nodes import MalformedNode, NodeInfo, slim
+
+#: A single request never waits longer than this, even early in a long run,
+#: so one stuck connection leaves time for retries.
+REQUEST_TIMEOUT_S = 15.0
+#: Node list page size (kubectl's default); see the README's performance section.
+PAGE_SIZE = 500
+#: A 410 on a continue token restarts the list; more restarts than this means
+#: the cluster changes faster than we can list it.
+MAX_LIST_RESTARTS = 3
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+_TRANSIENT_STATUS = {429} | set(range(500, 600))
+
+
+class Deadline:
+    """The run's hard deadline on the monotonic clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+
+class HttpError(Exception):
+    """A non-transient, non-auth error status; callers decide what it means."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class _Transient(Exception):
+    """Worth retrying: connection trouble, timeouts, 429, 5xx, unreadable bodies."""
+
+    def __init__(self, what: str, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any  # parsed JSON
+
+
+def _retry_after(raw: str | None) -> float | None:
+    # Seconds or an HTTP date (RFC 9110 10.2.3); anything else: our own backoff.
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _status_text(body: bytes) -> tuple[str, str]:
+    """(reason, message) of a kind: Status error body, best effort."""
+    try:
+        doc = json.loads(body)
+        return str(doc.get("reason") or ""), str(doc.get("message") or "")
+    except (ValueError, AttributeError):
+        return "", body[:200].decode("utf-8", "replace").strip()
+
+
+def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[str, str]) -> Any:
+    """An ``ApiClient`` from --kubeconfig/--context, in-cluster, or ~/.kube/config (SPEC order)."""
+    from kubernetes.client import ApiClient, Configuration
+    from kubernetes.config import incluster_config, kube_config
+
+    cfg = Configuration()
+    source = kubeconfig or ""
+    try:
+        if kubeconfig:
+            # KUBECONFIG may list several files (path-separated), as kubectl allows.
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=cfg
+            )
+        elif environ.get("KUBERNETES_SERVICE_HOST"):
+            source = "in-cluster config"
+            if context:
+                raise ConfigError("--context needs a kubeconfig; in-cluster config has no contexts")
+            incluster_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            home = environ.get("HOME") or os.path.expanduser("~")
+            source = os.path.join(home, ".kube", "config")
+            if not os.path.exists(source):
+                raise ConfigError(
+                    "no kubeconfig: set --kubeconfig or KUBECONFIG, run in-cluster, or create ~/.kube/config"
+                )
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=source, context=context, client_configuration=cfg
+            )
+    except ConfigError:
+        raise
+    except Exception as exc:  # the loader raises ConfigException, YAML, OS and key errors alike
+        raise ConfigError(f"cannot load {source}: {_one_line(exc)}") from None
+    # Our tenacity policy is the only retry layer: urllib3's default of three
+    # silent retries would multiply every timeout past the run's deadline.
+    cfg.retries = False
+    cfg.client_go_retries = False
+    return ApiClient(cfg)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+class Api:
+    """The run's view of the API server: every request it makes goes through here."""
+
+    def __init__(self, client: Any, deadline: Deadline, log: Any) -> None:
+        self.client = client
+        self.deadline = deadline
+        self.log = log
+        self.requests = 0
+
+    # --- one request -------------------------------------------------------
+
+    def _once(self, method: str, path: str, query: Mapping[str, str], body: bytes | None) -> Response:
+        remaining = self.deadline.remaining()
+        if remaining <= 0:
+            raise ApiUnavailable(f"{method} {path}: deadline of {self.deadline.seconds:g}s reached")
+        timeout = min(REQUEST_TIMEOUT_S, remaining)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = APPLY_CONTENT_TYPE
+        _, url, headers, _, _ = self.client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query.items()) or None,
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        try:
+            resp = self.client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=timeout
+            )
+            data = resp.read()
+        except urllib3.exceptions.SSLError as exc:
+            raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _Transient(f"{type(exc).__name__}: {_one_line(exc)}") from None
+        except Exception as exc:
+            # The client wraps TLS failures in ApiException(status=0).
+            if getattr(exc, "status", None) == 0 and "SSL" in str(getattr(exc, "reason", "")):
+                raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
+            raise
+        status = int(resp.status)
+        if status in _TRANSIENT_STATUS:
+            reason, message = _status_text(data)
+            raise _Transient(
+                f"{status} {reason} {message}".strip(), _retry_after(resp.headers.get("Retry-After"))
+            )
+        if status >= 400:
+            reason, message = _status_text(data)
+            if status in (401, 403):
+                raise Forbidden(f"{method} {path}: {status} {reason or 'Forbidden'}: {message}".strip(": "))
+            raise HttpError(status, reason, message)
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            # A proxy's HTML error page or a cut-off body: worth another try.
+            raise _Transient(f"{status} response is not JSON ({len(data)} bytes)") from None
+        return Response(status, parsed)
+
+    def request(
+        self, method: str, path: str, query: Mapping[str, str] | None = None, body: bytes | None = None
+    ) -> Response:
+        """One logical request, retried on transient failures until the deadline."""
+        query = query or {}
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=self._wait,
+            stop=self._stop,
+            before_sleep=lambda rs: self._log_retry(method, path, rs),
+            reraise=True,
+            sleep=time.sleep,
+        )
+        started = time.monotonic()
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(method, path, query, body)
+        except _Transient as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise ApiUnavailable(
+                f"{method} {path}: {exc} (after {tries} attempts in {time.monotonic() - started:.1f}s,"
+                f" deadline {self.deadline.seconds:g}s)"
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    _backoff = tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2)
+
+    def _wait(self, rs: tenacity.RetryCallState) -> float:
+        exc = rs.outcome.exception() if rs.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(rs))
+
+    def _stop(self, rs: tenacity.RetryCallState) -> bool:
+        # Give up now rather than sleep into the deadline: a request after the
+        # sleep needs time of its own to be worth making.
+        return rs.upcoming_sleep + 0.1 >= self.deadline.remaining()
+
+    def _log_retry(self, method: str, path: str, rs: tenacity.RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        self.log.warning(
+            "api_retry",
+            method=method,
+            path=path,
+            attempt=rs.attempt_number,
+            error=str(exc),
+            sleep_s=round(rs.upcoming_sleep, 3),
+        )
+
+    # --- the calls a run makes -----------------------------------------------
+
+    def list_nodes(self, selector: str, page_size: int = PAGE_SIZE) -> tuple[list[NodeInfo], int]:
+        """Every node (paged), slimmed page by page; (nodes, pages read).
+
+        All or nothing: any failure raises, so a partial list is never used.
+        A 410 on a continue token (the snapshot expired mid-list) restarts
+        from the first page.
+        """
+        for _ in range(MAX_LIST_RESTARTS + 1):
+            try:
+                nodes: list[NodeInfo] = []
+                pages = 0
+                for items in self._node_pages(selector, page_size):
+                    pages += 1
+                    nodes.extend(slim(item) for item in items)
+                return nodes, pages
+            except _Restart:
+                self.log.warning("node_list_restarted", reason="continue token expired (410)")
+            except MalformedNode as exc:
+                raise ApiUnavailable(f"malformed node list from the API server: {exc}") from None
+        raise ApiUnavailable(f"node list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
+
+    def _node_pages(self, selector: str, page_size: int) -> Iterator[list[Any]]:
+        token = ""
+        while True:
+            query = {"limit": str(page_size)}
+            if selector:
+                query["labelSelector"] = selector
+            if token:
+                query["continue"] = token
+            try:
+                page = self.request("GET", "/api/v1/nodes", query).body
+            except HttpError as exc:
+                if exc.status == 410 and token:
+                    raise _Restart() from None
+                if exc.status in (400, 422) and selector:
+                    raise UsageError(
+                        f"--node-selector {selector!r} rejected by the API server: {exc}"
+                    ) from None
+                raise ApiUnavailable(f"GET /api/v1/nodes: unexpected {exc}") from None
+            if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
+                raise ApiUnavailable("malformed node list from the API server: no items list")
+            yield page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """An object, or None when it does not exist."""
+        try:
+            body = self.request("GET", path).body
+        except HttpError as exc:
+            if exc.status == 404:
+                return None
+            raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
+        return body if isinstance(body, dict) else None
+
+    def list(self, path: str, selector: str) -> list[dict[str, Any]]:
+        """All items of a (small) namespaced list, by label selector."""
+        try:
+            body = self.request("GET", path, {"labelSelector": selector}).body
+        except HttpError as exc:
+            raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ApiUnavailable(f"GET {path}: malformed list from the API server")
+        return [item for item in items if isinstance(item, dict)]
+
+    def apply(self, path: str, body: bytes, field_manager: str, dry_run: bool) -> dict[str, Any]:
+        """Server-side apply, forced: we are the only writer of these fields."""
+        query = {"fieldManager": field_manager, "force": "true"}
+        if dry_run:
+            query["dryRun"] = "All"
+        try:
+            result = self.request("PATCH", path, query, body).body
+        except HttpError as exc:
+            raise WriteRejected(f"apply {path} rejected: {exc}") from None
+        return result if isinstance(result, dict) else {}
+
+    def delete(self, path: str, dry_run: bool) -> None:
+        """Delete an object; one already gone is fine."""
+        query = {"dryRun": "All"} if dry_run else {}
+        try:
+            self.request("DELETE", path, query)
+        except HttpError as exc:
+            if exc.status != 404:
+                raise WriteRejected(f"delete {path} rejected: {exc}") from None
+
+
+class _Restart(Exception):
+    """The node list must start again from the first page."""
+
+
+def object_path(kind: str, namespace: str, name: str = "") -> str:
+    """The REST path of one of our kinds (a collection when ``name`` is empty)."""
+    base = {
+        "Service": "/api/v1/namespaces/{ns}/services",
+        "Endpoints": "/api/v1/namespaces/{ns}/endpoints",
+        "EndpointSlice": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+    }[kind].format(ns=quote(namespace, safe=""))
+    return f"{base}/{quote(name, safe='')}" if name else base
