@@ -34,6 +34,7 @@ PAGE_SIZE = 500
 #: the cluster changes faster than we can list it.
 MAX_LIST_RESTARTS = 3
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+JSON_CONTENT_TYPE = "application/json"
 _TRANSIENT_STATUS = {429} | set(range(500, 600))
 
 
@@ -150,14 +151,16 @@ class Api:
 
     # --- one request -------------------------------------------------------
 
-    def _once(self, method: str, path: str, query: Mapping[str, str], body: bytes | None) -> Response:
+    def _once(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes | None, content_type: str
+    ) -> Response:
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise ApiUnavailable(f"{method} {path}: deadline of {self.deadline.seconds:g}s reached")
         timeout = min(REQUEST_TIMEOUT_S, remaining)
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": JSON_CONTENT_TYPE}
         if body is not None:
-            headers["Content-Type"] = APPLY_CONTENT_TYPE
+            headers["Content-Type"] = content_type
         _, url, headers, _, _ = self.client.param_serialize(
             method=method,
             resource_path=path,
@@ -199,7 +202,12 @@ class Api:
         return Response(status, parsed)
 
     def request(
-        self, method: str, path: str, query: Mapping[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = JSON_CONTENT_TYPE,
     ) -> Response:
         """One logical request, retried on transient failures until the deadline."""
         query = query or {}
@@ -215,7 +223,7 @@ class Api:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body)
+                    return self._once(method, path, query, body, content_type)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             raise ApiUnavailable(
@@ -323,19 +331,32 @@ class Api:
         if dry_run:
             query["dryRun"] = "All"
         try:
-            result = self.request("PATCH", path, query, body).body
+            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE).body
         except HttpError as exc:
-            raise WriteRejected(f"apply {path} rejected: {exc}") from None
+            raise _rejected(f"apply {path}", exc) from None
         return result if isinstance(result, dict) else {}
 
-    def delete(self, path: str, dry_run: bool) -> None:
-        """Delete an object; one already gone is fine."""
+    def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
+        """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""
         query = {"dryRun": "All"} if dry_run else {}
+        body = None
+        if resource_version:
+            options = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            body = json.dumps({**options, "preconditions": {"resourceVersion": resource_version}}).encode()
         try:
-            self.request("DELETE", path, query)
+            self.request("DELETE", path, query, body)
         except HttpError as exc:
             if exc.status != 404:
-                raise WriteRejected(f"delete {path} rejected: {exc}") from None
+                raise _rejected(f"delete {path}", exc) from None
+
+
+class Conflict(WriteRejected):
+    """409: the object changed since it was read (or another manager holds a field)."""
+
+
+def _rejected(what: str, exc: HttpError) -> WriteRejected:
+    cls = Conflict if exc.status == 409 else WriteRejected
+    return cls(f"{what} rejected: {exc}")
 
 
 class _Restart(Exception):

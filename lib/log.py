@@ -14,6 +14,12 @@ from typing import Any
 import structlog
 
 _HANDLER_NAME = "kubelet-endpoints-reconciler"
+_FIRST = ("timestamp", "level", "event")
+
+
+def _lead_with_event(_logger: Any, _name: str, event_dict: Any) -> Any:
+    # Time, level and event name first: a JSON line reads (and greps) like a log line.
+    return {**{k: event_dict[k] for k in _FIRST if k in event_dict}, **event_dict}
 
 
 def configure(log_format: str = "json", level: str = "info") -> None:
@@ -30,7 +36,7 @@ def configure(log_format: str = "json", level: str = "info") -> None:
     else:
         # Tracebacks become a string field so every line stays one JSON object.
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.extend([structlog.processors.dict_tracebacks, _lead_with_event])
 
     structlog.configure(
         processors=[

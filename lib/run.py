@@ -1,0 +1,216 @@
+"""One run, end to end: config, node list, desired state, writes, exit code.
+
+``main`` is the only place where failures become exit codes (SPEC "Exit
+codes") and where the one ``reconcile_finished`` event of a run is logged,
+successful or not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib import config, desired, log, plan
+from lib.config import Config
+from lib.exitcodes import ExitCode, ReconcileError, SafetyGuard, UsageError
+from lib.kube import Api, Conflict, Deadline, load_client, object_path
+from lib.plan import Apply, Live
+
+#: Lists of IPs in the summary line are cut to this many (counts stay exact).
+SUMMARY_CAP = 20
+#: A slice write refused because the slice changed since we read it (an
+#: overlapping run) makes the run read the live objects and plan again.
+MAX_REPLANS = 3
+
+
+@dataclass
+class Summary:
+    """What ``reconcile_finished`` reports; filled in as the run goes."""
+
+    outcome: str = "failed"
+    nodes_total: int | None = None
+    nodes_eligible: int | None = None
+    ip_conflicts: int = 0
+    addresses: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    writes: int = 0
+    requests: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "nodes_total": self.nodes_total,
+            "nodes_eligible": self.nodes_eligible,
+            "ip_conflicts": self.ip_conflicts,
+            "addresses": self.addresses,
+            "added": self.added[:SUMMARY_CAP],
+            "added_count": len(self.added),
+            "removed": self.removed[:SUMMARY_CAP],
+            "removed_count": len(self.removed),
+            "writes": self.writes,
+            "requests": self.requests,
+        }
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run once; return the exit code (never raises, never leaves a traceback unlogged)."""
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    summary = Summary()
+    try:
+        cfg = config.parse(argv, environ)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        log.configure()
+        print(f"reconciler.py: error: {exc.reason} (see --help)", file=sys.stderr)
+        return _finish(Config(), summary, started, exc.exit_code, exc.reason)
+
+    log.configure(cfg.log_format, cfg.log_level)
+    logger = log.get()
+    logger.info("reconcile_started", **cfg.as_log_fields())
+    try:
+        reconcile(cfg, environ, logger, summary)
+    except ReconcileError as exc:
+        if cfg.log_level == "debug":
+            logger.debug("failure_traceback", exc_info=True)
+        return _finish(cfg, summary, started, exc.exit_code, exc.reason)
+    except Exception as exc:
+        logger.error("internal_error", exc_info=True)
+        return _finish(cfg, summary, started, ExitCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    return _finish(cfg, summary, started, ExitCode.OK, None)
+
+
+def _finish(cfg: Config, summary: Summary, started: float, code: ExitCode, reason: str | None) -> int:
+    fields = summary.fields()
+    if code != ExitCode.OK:
+        fields["outcome"] = "failed"
+        fields["reason"] = reason
+        _write_termination_message(cfg.termination_log, f"exit {int(code)}: {reason}")
+    logger = log.get()
+    emit = logger.info if code == ExitCode.OK else logger.error
+    emit("reconcile_finished", exit_code=int(code), duration_s=round(time.monotonic() - started, 3), **fields)
+    return int(code)
+
+
+def _write_termination_message(path: str, message: str) -> None:
+    # Only a file that already exists (the kubelet creates it in a container):
+    # run by hand, the run must not create /dev/termination-log as root.
+    # https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/
+    if not path or not os.path.isfile(path) or not os.access(path, os.W_OK):
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(message[:4000] + "\n")  # the kubelet keeps at most 4096 bytes
+    except OSError:
+        pass
+
+
+def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Summary) -> None:
+    """List, select, plan and write; raise a :class:`ReconcileError` on failure."""
+    deadline = Deadline(cfg.timeout)
+    api = Api(load_client(cfg.kubeconfig, cfg.context, environ), deadline, logger)
+    try:
+        _reconcile(cfg, api, logger, summary)
+    finally:
+        summary.requests = api.requests
+
+
+def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
+    nodes, pages = api.list_nodes(cfg.node_selector)
+    sel = desired.select(nodes, cfg.address_type)
+    del nodes  # only the selection is needed from here on
+    summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
+    summary.ip_conflicts = len(sel.conflicts)
+    summary.addresses = len(sel.ips())
+    logger.info("nodes_listed", nodes_total=sel.nodes_total, nodes_eligible=sel.nodes_eligible, pages=pages)
+    for skip in sel.skips:
+        logger.warning("node_skipped", node=skip.node, reason=skip.reason, address=skip.address)
+    for c in sel.conflicts:
+        logger.warning("ip_conflict", ip=c.ip, winner=c.winner, losers=list(c.losers))
+
+    for attempt in range(MAX_REPLANS + 1):
+        live = _read_live(cfg, api)
+        if attempt == 0:
+            d = desired.diff(sel.ips(), plan.live_ips(cfg, live))
+            summary.added, summary.removed = d.added, d.removed
+        try:
+            summary.writes += _write(cfg, api, logger, sel, live)
+            break
+        except Conflict as exc:
+            if attempt == MAX_REPLANS:
+                raise
+            logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
+    summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+
+def _read_live(cfg: Config, api: Api) -> Live:
+    ns, name = cfg.namespace, cfg.service_name
+    service = api.get(object_path("Service", ns, name))
+    endpoints = api.get(object_path("Endpoints", ns, name)) if cfg.manages_endpoints else None
+    slices: tuple[dict[str, Any], ...] = ()
+    if cfg.manages_slices:
+        items = api.list(object_path("EndpointSlice", ns), f"{desired.SERVICE_NAME_LABEL}={name}")
+        slices = tuple(s for s in items if isinstance((s.get("metadata") or {}).get("name"), str))
+    return Live(service, endpoints, slices)
+
+
+def _write(cfg: Config, api: Api, logger: Any, sel: desired.Selection, live: Live) -> int:
+    """Apply what differs from ``live``; return the number of writes."""
+    if plan.empties_live_set(cfg, sel, live) and not cfg.allow_empty:
+        raise SafetyGuard(
+            f"refusing to replace {len(plan.live_ips(cfg, live))} published IPs with none"
+            f" ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes); --allow-empty permits it"
+        )
+    writes = 0
+
+    def apply(a: Apply) -> dict[str, Any]:
+        nonlocal writes
+        path = object_path(a.kind, cfg.namespace, a.name)
+        result = api.apply(path, desired.encode(a.body), cfg.field_manager, cfg.dry_run)
+        writes += 1
+        rv = (result.get("metadata") or {}).get("resourceVersion")
+        logger.info("object_applied", kind=a.kind, name=a.name, resource_version=rv, dry_run=cfg.dry_run)
+        return result
+
+    service = desired.service(cfg)
+    current = live.service
+    if not plan.up_to_date(current, service, cfg.field_manager):
+        current = apply(Apply("Service", cfg.service_name, service))
+    service_uid = (current or {}).get("metadata", {}).get("uid")
+
+    if cfg.manages_endpoints:
+        ep = desired.endpoints(cfg, sel)
+        if ep.truncated_from:
+            logger.warning(
+                "endpoints_truncated",
+                addresses=ep.truncated_from,
+                written=desired.ENDPOINTS_CAPACITY,
+                annotation=desired.OVER_CAPACITY,
+            )
+        if not plan.up_to_date(live.endpoints, ep.body, cfg.field_manager):
+            apply(Apply("Endpoints", cfg.service_name, ep.body))
+
+    if cfg.manages_slices:
+        sp = plan.slices(cfg, sel, live.slices, service_uid)
+        if sp.foreign:
+            logger.warning(
+                "foreign_endpointslices",
+                names=list(sp.foreign),
+                hint="slices for this Service written by another manager: they publish duplicate targets",
+            )
+        for a in sp.shrink:
+            apply(a)
+        for d in sp.deletes:
+            api.delete(object_path("EndpointSlice", cfg.namespace, d.name), cfg.dry_run, d.resource_version)
+            writes += 1
+            logger.info("endpointslice_deleted", name=d.name, dry_run=cfg.dry_run)
+        for a in sp.grow:
+            apply(a)
+    return writes
