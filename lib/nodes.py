@@ -146,6 +146,17 @@ def choose_addresses(node: NodeInfo, address_type: str) -> tuple[NodeAddresses |
             except ValueError:
                 skips.append(Skip(node.name, "not_an_ip", raw))
                 continue
+            if isinstance(ip, ipaddress.IPv6Address):
+                if ip.scope_id is not None:
+                    # Go's net.ParseIP, and so the API server, rejects a zone
+                    # ("fd00::1%eth0"): to Kubernetes it is not an IP.
+                    skips.append(Skip(node.name, "not_an_ip", raw))
+                    continue
+                if ip.ipv4_mapped is not None:
+                    # Go reads ::ffff:a.b.c.d as the IPv4 address a.b.c.d (its
+                    # canonical form); an IPv6 slice rejects it, and Python's
+                    # is_loopback misses ::ffff:127.0.0.1.
+                    ip = ip.ipv4_mapped
             why = _unusable(ip)
             if why:
                 skips.append(Skip(node.name, why, raw))
