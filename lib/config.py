@@ -84,6 +84,9 @@ def _parser() -> _Parser:
         ),
         epilog=f"exit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Only the documented flags: argparse would otherwise read "--name x"
+        # as "--namespace x" and write into the wrong namespace.
+        allow_abbrev=False,
     )
     add = p.add_argument
     add("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
