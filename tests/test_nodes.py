@@ -1,0 +1,436 @@
+"""lib/nodes.py: raw Node dicts -> NodeInfo (``slim``) and address choice.
+
+SPEC "Which nodes, which addresses". Small dicts, concrete expected values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, slim
+
+T0 = "2024-01-01T00:00:00Z"
+
+
+def raw_node(
+    name: str = "n1",
+    addresses: list[tuple[str, str]] | None = None,
+    *,
+    ready: str | None = "True",
+    created: str | None = T0,
+    deleting: bool = False,
+    uid: str | None = None,
+) -> dict[str, Any]:
+    """A Node dict as the API server sends it (only the fields we read)."""
+    meta: dict[str, Any] = {"name": name, "uid": uid if uid is not None else f"uid-{name}"}
+    if created is not None:
+        meta["creationTimestamp"] = created
+    if deleting:
+        meta["deletionTimestamp"] = "2024-06-01T00:00:00Z"
+    conditions = [{"type": "MemoryPressure", "status": "False"}]
+    if ready is not None:
+        conditions.append({"type": "Ready", "status": ready})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": meta,
+        "status": {
+            "conditions": conditions,
+            "addresses": [{"type": t, "address": a} for t, a in (addresses or [])],
+        },
+    }
+
+
+def info(addresses: list[tuple[str, str]], name: str = "n1") -> NodeInfo:
+    return slim(raw_node(name, addresses))
+
+
+def chosen(addresses: list[tuple[str, str]], address_type: str = "internal") -> list[str] | None:
+    got, _ = choose_addresses(info(addresses), address_type)
+    return None if got is None else [str(ip) for ip in got.ips]
+
+
+# --- slim --------------------------------------------------------------------
+
+
+def test_slim_keeps_the_fields_the_core_needs() -> None:
+    got = slim(
+        raw_node(
+            "node-a",
+            [("Hostname", "node-a"), ("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")],
+            uid="1234",
+            created="2024-03-04T05:06:07Z",
+        )
+    )
+    assert got == NodeInfo(
+        name="node-a",
+        uid="1234",
+        created=datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC),
+        deleting=False,
+        ready="True",
+        addresses=(("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")),
+    )
+    assert got.eligible is True
+
+
+@pytest.mark.parametrize(
+    ("ready", "deleting", "eligible"),
+    [
+        ("True", False, True),
+        ("False", False, False),
+        ("Unknown", False, False),
+        (None, False, False),  # no Ready condition at all
+        ("True", True, False),  # being deleted
+        ("False", True, False),
+    ],
+)
+def test_eligible_only_when_ready_true_and_not_deleting(
+    ready: str | None, deleting: bool, eligible: bool
+) -> None:
+    got = slim(raw_node(ready=ready, deleting=deleting))
+    assert got.ready == ready
+    assert got.deleting is deleting
+    assert got.eligible is eligible
+
+
+def test_ready_condition_without_status_is_not_eligible() -> None:
+    item = raw_node()
+    item["status"]["conditions"] = [{"type": "Ready"}]
+    assert slim(item).eligible is False
+
+
+@pytest.mark.parametrize("conditions", [None, []])
+def test_no_conditions_means_not_ready(conditions: Any) -> None:
+    item = raw_node()
+    item["status"]["conditions"] = conditions
+    got = slim(item)
+    assert got.ready is None
+    assert got.eligible is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-01-01T00:00:00Z", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("2024-01-01T02:00:00+02:00", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("2024-01-01T00:00:00", datetime(2024, 1, 1, tzinfo=UTC)),  # naive read as UTC
+    ],
+)
+def test_creation_timestamp_is_parsed_to_aware_utc(raw: str, expected: datetime) -> None:
+    got = slim(raw_node(created=raw)).created
+    assert got == expected
+    assert got.tzinfo is not None
+
+
+def test_missing_creation_timestamp_is_older_than_any_real_one() -> None:
+    missing = slim(raw_node(created=None)).created
+    assert missing < slim(raw_node(created="1970-01-01T00:00:00Z")).created
+
+
+def test_slim_drops_hostname_and_dns_addresses_and_keeps_node_order() -> None:
+    got = slim(
+        raw_node(
+            addresses=[
+                ("Hostname", "n1"),
+                ("ExternalIP", "203.0.113.1"),
+                ("InternalDNS", "n1.internal"),
+                ("ExternalDNS", "n1.example.com"),
+                ("InternalIP", "10.0.0.2"),
+                ("InternalIP", "10.0.0.1"),
+            ]
+        )
+    )
+    assert got.addresses == (
+        ("ExternalIP", "203.0.113.1"),
+        ("InternalIP", "10.0.0.2"),
+        ("InternalIP", "10.0.0.1"),
+    )
+
+
+@pytest.mark.parametrize("addresses", [None, []])
+def test_no_addresses_field_is_fine(addresses: Any) -> None:
+    item = raw_node()
+    item["status"]["addresses"] = addresses
+    assert slim(item).addresses == ()
+
+
+def test_missing_uid_is_empty_string() -> None:
+    item = raw_node()
+    del item["metadata"]["uid"]
+    assert slim(item).uid == ""
+
+
+def _without(path: tuple[str, ...]) -> dict[str, Any]:
+    item = raw_node("bad-node")
+    target = item
+    for key in path[:-1]:
+        target = target[key]
+    del target[path[-1]]
+    return item
+
+
+def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    item = raw_node("bad-node")
+    target = item
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return item
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        pytest.param(None, "NoneType", id="none"),
+        pytest.param([], "list", id="list"),
+        pytest.param("node", "str", id="string"),
+        pytest.param(_without(("metadata",)), "metadata.name", id="no-metadata"),
+        pytest.param(_with(("metadata",), "x"), "metadata.name", id="metadata-not-a-dict"),
+        pytest.param(_without(("metadata", "name")), "metadata.name", id="no-name"),
+        pytest.param(_with(("metadata", "name"), ""), "metadata.name", id="empty-name"),
+        pytest.param(_with(("metadata", "name"), 7), "metadata.name", id="name-not-a-string"),
+        pytest.param(_without(("status",)), "'bad-node' has no status", id="no-status"),
+        pytest.param(_with(("status",), "Ready"), "'bad-node' has no status", id="status-not-a-dict"),
+        pytest.param(
+            _with(("metadata", "creationTimestamp"), "yesterday"), "creationTimestamp", id="bad-timestamp"
+        ),
+        pytest.param(_with(("metadata", "creationTimestamp"), ""), "creationTimestamp", id="empty-timestamp"),
+        pytest.param(
+            _with(("metadata", "creationTimestamp"), 1700000000), "creationTimestamp", id="number-timestamp"
+        ),
+    ],
+)
+def test_malformed_items_raise(item: Any, message: str) -> None:
+    with pytest.raises(MalformedNode, match=message):
+        slim(item)
+
+
+def test_malformed_timestamp_names_the_node() -> None:
+    with pytest.raises(MalformedNode, match="bad-node"):
+        slim(_with(("metadata", "creationTimestamp"), "not-a-time"))
+
+
+# --- choose_addresses ----------------------------------------------------------
+
+BOTH = [("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "address_type", "expected"),
+    [
+        pytest.param(BOTH, "internal", ["10.0.0.1"], id="internal-preferred"),
+        pytest.param(BOTH, "external", ["203.0.113.1"], id="external-preferred"),
+        pytest.param([("ExternalIP", "203.0.113.1")], "internal", ["203.0.113.1"], id="internal-falls-back"),
+        pytest.param([("InternalIP", "10.0.0.1")], "external", ["10.0.0.1"], id="external-falls-back"),
+        pytest.param(
+            [("InternalIP", "10.0.0.2"), ("InternalIP", "10.0.0.1"), ("InternalIP", "10.0.0.3")],
+            "internal",
+            ["10.0.0.2"],
+            id="first-ipv4-in-node-order",
+        ),
+        pytest.param(
+            [("InternalIP", "10.0.0.1"), ("InternalIP", "fd00::1"), ("InternalIP", "fd00::2")],
+            "internal",
+            ["10.0.0.1", "fd00::1"],
+            id="first-ipv4-and-first-ipv6",
+        ),
+        pytest.param(
+            [("InternalIP", "fd00::2"), ("InternalIP", "10.0.0.9"), ("InternalIP", "10.0.0.1")],
+            "internal",
+            ["fd00::2", "10.0.0.9"],
+            id="ipv6-first-is-primary",
+        ),
+        pytest.param(
+            [("ExternalIP", "fd00::9"), ("InternalIP", "fd00:0::1")],
+            "internal",
+            ["fd00::1"],
+            id="ipv6-canonical-form",
+        ),
+        pytest.param(
+            [("InternalIP", "10.0.0.1"), ("ExternalIP", "fd00::1")],
+            "internal",
+            ["10.0.0.1"],
+            id="no-mixing-types-across-families",
+        ),
+        pytest.param(
+            [("InternalIP", "127.0.0.1"), ("ExternalIP", "203.0.113.1")],
+            "internal",
+            ["203.0.113.1"],
+            id="falls-back-when-preferred-all-unusable",
+        ),
+        pytest.param(
+            [("InternalIP", "bogus"), ("InternalIP", "10.0.0.1")],
+            "internal",
+            ["10.0.0.1"],
+            id="bad-first-then-good",
+        ),
+    ],
+)
+def test_choose_addresses(addresses: list[tuple[str, str]], address_type: str, expected: list[str]) -> None:
+    assert chosen(addresses, address_type) == expected
+
+
+def test_primary_is_first_usable_address_of_chosen_type() -> None:
+    got, skips = choose_addresses(
+        info([("InternalIP", "169.254.0.1"), ("InternalIP", "fd00::1"), ("InternalIP", "10.0.0.1")]),
+        "internal",
+    )
+    assert got is not None
+    assert got.primary == ipaddress.ip_address("fd00::1")
+    assert got.ips == (ipaddress.ip_address("fd00::1"), ipaddress.ip_address("10.0.0.1"))
+    assert skips == [Skip("n1", "link-local", "169.254.0.1")]
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("not-an-ip", "not_an_ip"),
+        ("10.0.0.1 ", "not_an_ip"),
+        ("10.0.0.256", "not_an_ip"),
+        ("", "not_an_ip"),
+        ("127.0.0.1", "loopback"),
+        ("127.1.2.3", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        # Kubernetes (Go's net.ParseIP) rejects an IPv6 zone: to the API it is not an IP.
+        ("fd00::1%eth0", "not_an_ip"),
+        # Go treats an IPv4-mapped address as the IPv4 address: this one is loopback.
+        ("::ffff:127.0.0.1", "loopback"),
+    ],
+)
+def test_unusable_address_is_skipped_with_node_and_reason(address: str, reason: str) -> None:
+    got, skips = choose_addresses(
+        info([("InternalIP", address), ("InternalIP", "10.0.0.7")], name="node-x"), "internal"
+    )
+    assert got is not None
+    assert [str(ip) for ip in got.ips] == ["10.0.0.7"]
+    assert skips == [Skip("node-x", reason, address)]
+
+
+def test_ipv4_mapped_ipv6_is_its_ipv4_address() -> None:
+    # Go (and so the API server) reads ::ffff:a.b.c.d as a.b.c.d; an IPv6 slice rejects it.
+    assert chosen([("InternalIP", "::ffff:10.0.0.1")]) == ["10.0.0.1"]
+    assert chosen([("InternalIP", "10.0.0.1"), ("InternalIP", "::ffff:10.0.0.2")]) == ["10.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        pytest.param([], id="none"),
+        pytest.param([("Hostname", "n1"), ("InternalDNS", "n1.local")], id="hostname-and-dns-only"),
+        pytest.param([("InternalIP", "127.0.0.1"), ("ExternalIP", "garbage")], id="all-unusable"),
+    ],
+)
+def test_node_without_usable_address_is_skipped(addresses: list[tuple[str, str]]) -> None:
+    got, skips = choose_addresses(info(addresses, name="node-y"), "internal")
+    assert got is None
+    assert skips[-1] == Skip("node-y", "no_usable_address")
+    assert all(s.node == "node-y" for s in skips)
+
+
+def test_all_unusable_reports_every_bad_address() -> None:
+    got, skips = choose_addresses(
+        info([("InternalIP", "127.0.0.1"), ("ExternalIP", "garbage")], name="z"), "internal"
+    )
+    assert got is None
+    assert skips == [
+        Skip("z", "loopback", "127.0.0.1"),
+        Skip("z", "not_an_ip", "garbage"),
+        Skip("z", "no_usable_address"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("10.0.0.2", "10.0.0.10"),
+        ("255.255.255.255", "::1"),
+        ("fd00::2", "fd00::10"),
+    ],
+)
+def test_ip_key_orders_ipv4_first_then_numerically(a: str, b: str) -> None:
+    assert ip_key(ipaddress.ip_address(a)) < ip_key(ipaddress.ip_address(b))
+
+
+# --- properties --------------------------------------------------------------
+
+_ADDRESS = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(
+        [
+            "bogus",
+            "",
+            "127.0.0.1",
+            "fe80::1",
+            "n1.example.com",
+            "fd00:0::1",
+            "fd00::1%eth0",
+            "::ffff:10.0.0.1",
+        ]
+    ),
+)
+_TYPE = st.sampled_from(["InternalIP", "ExternalIP", "Hostname", "InternalDNS"])
+
+
+def _canon(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Independent oracle: the address as Kubernetes reads it, None if not an IP to it."""
+    try:
+        ip = ipaddress.ip_address(raw)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if "%" in raw:
+            return None
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+    return ip
+
+
+def _usable(raw: str) -> bool:
+    ip = _canon(raw)
+    return ip is not None and not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    addresses=st.lists(st.tuples(_TYPE, _ADDRESS), max_size=6),
+    address_type=st.sampled_from(["internal", "external"]),
+)
+def test_chosen_addresses_match_an_independent_oracle(
+    addresses: list[tuple[str, str]], address_type: str
+) -> None:
+    node = info(addresses)
+    got, skips = choose_addresses(node, address_type)
+    assert all(s.node == "n1" for s in skips)
+
+    preferred, other = (
+        ("InternalIP", "ExternalIP") if address_type == "internal" else ("ExternalIP", "InternalIP")
+    )
+    expected: list[str] = []
+    for kind in (preferred, other):
+        for t, raw in node.addresses:
+            ip = _canon(raw)
+            taken = {ipaddress.ip_address(e).version for e in expected}
+            if t == kind and _usable(raw) and ip is not None and ip.version not in taken:
+                expected.append(str(ip))
+        if expected:
+            break
+    if not expected:
+        assert got is None
+        assert skips[-1] == Skip("n1", "no_usable_address")
+        return
+    assert got is not None
+    assert [str(ip) for ip in got.ips] == expected
+    assert str(got.primary) == expected[0]
+    assert all(s.reason != "no_usable_address" for s in skips)
