@@ -1131,8 +1131,9 @@ class FakeApiServer:
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self.url = f"http://{self.host}:{self.port}"
+        # A short poll interval makes stop() quick: shutdown() waits for the next poll.
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fakeapi", daemon=True
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, name="fakeapi", daemon=True
         )
         self._thread.start()
         return self
