@@ -1,0 +1,44 @@
+# Quick start (README): `make run` and `make test`, on a fresh machine with Python 3.11.
+# Both build a local .venv from the pinned requirements first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := lib reconciler.py
+PYFILES := $(SOURCES) tests $(wildcard bench)
+
+.PHONY: run test lint bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The stamps re-install when a requirements file changes.
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+# With KUBECONFIG set: reconcile that cluster (pass flags in ARGS, e.g.
+# ARGS="--dry-run --log-format console"). Without it: the built-in demo cluster.
+run: $(VENV)/.runtime
+ifdef KUBECONFIG
+	@echo "make run: reconciling the cluster in KUBECONFIG=$(KUBECONFIG)"
+	$(BIN)/python reconciler.py $(ARGS)
+else
+	$(BIN)/python -m tests.demo $(ARGS)
+endif
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check $(PYFILES)
+	$(BIN)/ruff format --check $(PYFILES)
+	$(BIN)/mypy $(SOURCES)
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
