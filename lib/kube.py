@@ -11,6 +11,7 @@ deadline; every request's own timeout is cut to what is left of it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,8 @@ from lib.nodes import MalformedNode, NodeInfo, slim
 #: A single request never waits longer than this, even early in a long run,
 #: so one stuck connection leaves time for retries.
 REQUEST_TIMEOUT_S = 15.0
+#: A retry is only worth making with at least this long left before the deadline.
+MIN_ATTEMPT_S = 0.5
 #: Node list page size (kubectl's default); see the README's performance section.
 PAGE_SIZE = 500
 #: A 410 on a continue token restarts the list; more restarts than this means
@@ -36,6 +39,9 @@ MAX_LIST_RESTARTS = 3
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_CONTENT_TYPE = "application/json"
 _TRANSIENT_STATUS = {429} | set(range(500, 600))
+#: A request body: bytes are sent as they are (apply bodies, already encoded
+#: byte-stable); a dict is JSON-encoded by the client (delete options).
+Body = bytes | dict[str, Any] | None
 
 
 class Deadline:
@@ -152,7 +158,7 @@ class Api:
     # --- one request -------------------------------------------------------
 
     def _once(
-        self, method: str, path: str, query: Mapping[str, str], body: bytes | None, content_type: str
+        self, method: str, path: str, query: Mapping[str, str], body: Body, content_type: str
     ) -> Response:
         remaining = self.deadline.remaining()
         if remaining <= 0:
@@ -206,7 +212,7 @@ class Api:
         method: str,
         path: str,
         query: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: Body = None,
         content_type: str = JSON_CONTENT_TYPE,
     ) -> Response:
         """One logical request, retried on transient failures until the deadline."""
@@ -232,18 +238,20 @@ class Api:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    _backoff = tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2)
+    _backoff = tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)
 
     def _wait(self, rs: tenacity.RetryCallState) -> float:
+        # After the sleep, an attempt needs MIN_ATTEMPT_S of its own. Our own
+        # backoff shrinks to fit (one last attempt); the server's Retry-After
+        # is honoured or not at all. Infinity means: no time left, stop.
+        room = self.deadline.remaining() - MIN_ATTEMPT_S
         exc = rs.outcome.exception() if rs.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._backoff(rs))
+            return exc.retry_after if exc.retry_after <= room else math.inf
+        return min(float(self._backoff(rs)), room) if room > 0 else math.inf
 
     def _stop(self, rs: tenacity.RetryCallState) -> bool:
-        # Give up now rather than sleep into the deadline: a request after the
-        # sleep needs time of its own to be worth making.
-        return rs.upcoming_sleep + 0.1 >= self.deadline.remaining()
+        return math.isinf(rs.upcoming_sleep)
 
     def _log_retry(self, method: str, path: str, rs: tenacity.RetryCallState) -> None:
         exc = rs.outcome.exception() if rs.outcome else None
@@ -339,10 +347,10 @@ class Api:
     def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
         """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""
         query = {"dryRun": "All"} if dry_run else {}
-        body = None
+        body: dict[str, Any] | None = None
         if resource_version:
             options = {"kind": "DeleteOptions", "apiVersion": "v1"}
-            body = json.dumps({**options, "preconditions": {"resourceVersion": resource_version}}).encode()
+            body = {**options, "preconditions": {"resourceVersion": resource_version}}
         try:
             self.request("DELETE", path, query, body)
         except HttpError as exc:

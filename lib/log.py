@@ -36,7 +36,9 @@ def configure(log_format: str = "json", level: str = "info") -> None:
     else:
         # Tracebacks become a string field so every line stays one JSON object.
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
-        shared.extend([structlog.processors.dict_tracebacks, _lead_with_event])
+        # No local variables in tracebacks: they are noise, and may hold a token.
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.extend([structlog.processors.ExceptionRenderer(no_locals), _lead_with_event])
 
     structlog.configure(
         processors=[

@@ -7,6 +7,7 @@ successful or not.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -93,9 +94,9 @@ def _finish(cfg: Config, summary: Summary, started: float, code: ExitCode, reaso
         fields["outcome"] = "failed"
         fields["reason"] = reason
         _write_termination_message(cfg.termination_log, f"exit {int(code)}: {reason}")
-    logger = log.get()
-    emit = logger.info if code == ExitCode.OK else logger.error
-    emit("reconcile_finished", exit_code=int(code), duration_s=round(time.monotonic() - started, 3), **fields)
+    level = logging.INFO if code == ExitCode.OK else logging.ERROR
+    duration = round(time.monotonic() - started, 3)
+    log.get().log(level, "reconcile_finished", exit_code=int(code), duration_s=duration, **fields)
     return int(code)
 
 

@@ -1428,7 +1428,10 @@ class FakeApiServer:
         self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
     ) -> tuple[_Reply, bool]:
         """(reply, unhandled) for a request that no fault intercepted."""
-        if headers.get("authorization", "") != f"Bearer {self.token}":
+        # The scheme is case-insensitive, as in kube-apiserver (the client's
+        # in-cluster loader sends "bearer <token>").
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token.strip() != self.token:
             return _error_reply(FakeApiError(401, "Unauthorized")), False
         with self._lock:
             forbidden = any(m in ("*", method) and p.fullmatch(path) for m, p in self._forbidden)
