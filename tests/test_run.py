@@ -737,3 +737,11 @@ def test_the_script_exits_with_the_code(fake: FakeApiServer, kubeconfig: str, tm
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == ExitCode.FORBIDDEN
     assert done.stderr == ""  # no traceback
+
+
+def test_client_library_logs_go_through_the_same_json_pipeline(fake: FakeApiServer, run: Any) -> None:
+    fake.set_nodes(nodes(1))
+    r = run("--log-level", "debug")
+    assert r.code == 0
+    urllib3_lines = [e for e in r.events if str(e.get("logger", "")).startswith("urllib3")]
+    assert urllib3_lines and all({"timestamp", "level", "event"} <= e.keys() for e in urllib3_lines)
