@@ -105,7 +105,8 @@ def run(argv: Sequence[str]) -> int:
         print("\nPublished after (each IP once, Ready nodes only):", *_targets(fake), sep="\n")
         print(
             f"\nexit code {code}. node-b keeps 1.2.3.4; node-a (NotReady, same IP) and node-e"
-            " (NotReady) are not published;\nnode-c keeps 10.0.0.5 over the older node-f (ip_conflict above).",
+            " (NotReady) are not published;\n"
+            "node-c keeps 10.0.0.5 over the older node-f (ip_conflict above).",
         )
         return code
 
