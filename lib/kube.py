@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -29,6 +32,9 @@ from lib.nodes import MalformedNode, NodeInfo, slim
 #: A single request never waits longer than this, even early in a long run,
 #: so one stuck connection leaves time for retries.
 REQUEST_TIMEOUT_S = 15.0
+#: How long past the deadline the SIGALRM backstop waits for the request
+#: timeouts to end the run in the ordinary way first.
+DEADLINE_GRACE_S = 0.25
 #: A retry is only worth making with at least this long left before the deadline.
 MIN_ATTEMPT_S = 0.5
 #: Node list page size (kubectl's default); see the README's performance section.
@@ -53,6 +59,31 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
+
+    @contextmanager
+    def enforced(self, grace: float = DEADLINE_GRACE_S) -> Iterator[None]:
+        """Interrupt whatever still runs at the deadline (plus ``grace``).
+
+        The backstop behind the per-request timeouts: a socket timeout bounds
+        each read, not a whole response, so a server trickling one byte a
+        second could otherwise hold the run past its deadline and into the
+        next one. SIGALRM works in the main thread only; elsewhere (tests
+        running the reconciler in threads) only the request timeouts apply.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_alarm(_signum: int, _frame: Any) -> None:
+            raise ApiUnavailable(f"deadline of {self.seconds:g}s reached")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, self.remaining() + grace))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 class HttpError(Exception):
@@ -245,10 +276,13 @@ class Api:
         # backoff shrinks to fit (one last attempt); the server's Retry-After
         # is honoured or not at all. Infinity means: no time left, stop.
         room = self.deadline.remaining() - MIN_ATTEMPT_S
+        backoff = min(float(self._backoff(rs)), room)
         exc = rs.outcome.exception() if rs.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after if exc.retry_after <= room else math.inf
-        return min(float(self._backoff(rs)), room) if room > 0 else math.inf
+            # A floor, not the whole wait: "Retry-After: 0" on every answer
+            # would otherwise make one run a retry storm (hundreds a second).
+            return max(exc.retry_after, backoff) if exc.retry_after <= room else math.inf
+        return backoff if room > 0 else math.inf
 
     def _stop(self, rs: tenacity.RetryCallState) -> bool:
         return math.isinf(rs.upcoming_sleep)

@@ -116,11 +116,12 @@ def _write_termination_message(path: str, message: str) -> None:
 def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Summary) -> None:
     """List, select, plan and write; raise a :class:`ReconcileError` on failure."""
     deadline = Deadline(cfg.timeout)
-    api = Api(load_client(cfg.kubeconfig, cfg.context, environ), deadline, logger)
-    try:
-        _reconcile(cfg, api, logger, summary)
-    finally:
-        summary.requests = api.requests
+    with deadline.enforced():
+        api = Api(load_client(cfg.kubeconfig, cfg.context, environ), deadline, logger)
+        try:
+            _reconcile(cfg, api, logger, summary)
+        finally:
+            summary.requests = api.requests
 
 
 def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:

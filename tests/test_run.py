@@ -745,3 +745,40 @@ def test_client_library_logs_go_through_the_same_json_pipeline(fake: FakeApiServ
     assert r.code == 0
     urllib3_lines = [e for e in r.events if str(e.get("logger", "")).startswith("urllib3")]
     assert urllib3_lines and all({"timestamp", "level", "event"} <= e.keys() for e in urllib3_lines)
+
+
+def test_a_server_trickling_bytes_cannot_hold_the_run_past_its_deadline(
+    fake: FakeApiServer, run: Any, tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    # Each read gets a byte in time, so no socket timeout fires; only the
+    # run's own deadline can end this.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            )
+            while not stop.wait(0.1):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        path = fake.write_kubeconfig(tmp_path / "trickle", server=f"http://127.0.0.1:{port}")
+        r = run("--timeout", "2", kubeconfig_=path)
+    finally:
+        stop.set()
+        listener.close()
+    assert r.code == ExitCode.API_UNAVAILABLE and "deadline" in r.finished["reason"]
+    assert r.seconds < 2.9
