@@ -1,0 +1,122 @@
+"""lib.kube's node-list reading: page size, memory bounded by one page, the GC pause.
+
+Through the real ``kubernetes`` client over real HTTP against the fake API server.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lib import kube, log
+from lib.exitcodes import ApiUnavailable
+from lib.kube import Api, Deadline, load_client
+from tests.fakeapi import FakeApiServer, make_node
+
+NODES = "/api/v1/nodes"
+
+
+def api_for(kubeconfig: str, timeout: float = 30) -> Api:
+    return Api(load_client(kubeconfig, None, {}), Deadline(timeout), log.get())
+
+
+def big_nodes(count: int) -> Iterator[dict[str, Any]]:
+    # 50 KB of JSON each (managedFields, a long image list): a page dwarfs
+    # the few hundred bytes a node leaves behind, so the ratios below are sharp.
+    for i in range(count):
+        yield make_node(f"n{i:04d}", f"10.1.{i // 250}.{i % 250 + 1}", bulk=50000)
+
+
+def test_pages_are_requested_with_the_page_size(fake: FakeApiServer, kubeconfig: str) -> None:
+    count = kube.PAGE_SIZE + 1
+    fake.set_nodes(make_node(f"n{i:04d}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(count))
+    nodes, pages = api_for(kubeconfig).list_nodes("")
+    assert len(nodes) == count and pages == 2
+    assert [r.query.get("limit") for r in fake.matching("GET", NODES)] == [str(kube.PAGE_SIZE)] * 2
+
+
+def test_the_page_size_is_read_when_the_list_starts(
+    fake: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
+    monkeypatch.setattr(kube, "PAGE_SIZE", 2)
+    _, pages = api_for(kubeconfig).list_nodes("")
+    assert pages == 3
+    assert {r.query.get("limit") for r in fake.matching("GET", NODES)} == {"2"}
+
+
+def _peak_of_list(fake: FakeApiServer, kubeconfig: str, count: int, page_size: int) -> int:
+    fake.set_nodes(big_nodes(count))
+    api = api_for(kubeconfig)
+    api.list_nodes("", page_size)  # warm up: imports, connection, caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        nodes, _ = api.list_nodes("", page_size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(nodes) == count
+    return peak
+
+
+def test_peak_memory_does_not_grow_with_the_node_count(fake: FakeApiServer, kubeconfig: str) -> None:
+    # 5 pages of 10 nodes, then 40: the peak is one page either way (its
+    # bytes, its text, the parsed page; how the bytes arrive moves it by up
+    # to a fifth); only the slim NodeInfos (a few hundred bytes a node) add
+    # up. Keeping every page would make it ~8x.
+    few = _peak_of_list(fake, kubeconfig, 50, 10)
+    many = _peak_of_list(fake, kubeconfig, 400, 10)
+    assert many < 1.5 * few, (few, many)
+
+
+def test_each_page_is_dropped_before_the_next_is_fetched(fake: FakeApiServer, kubeconfig: str) -> None:
+    # What this process holds at the moment the server answers each page
+    # request: the same at page 8 as at page 1, not one parsed page more.
+    fake.set_nodes(big_nodes(80))
+    api = api_for(kubeconfig)
+    api.list_nodes("", 10)  # warm up
+    held: list[int] = []
+    fake.on_request = lambda r: held.append(tracemalloc.get_traced_memory()[0]) if r.path == NODES else None
+    gc.collect()
+    tracemalloc.start()
+    try:
+        api.list_nodes("", 10)
+    finally:
+        tracemalloc.stop()
+        fake.on_request = None
+    assert len(held) == 8
+    # A parsed page is ~4x its 500 KB of JSON; the slim nodes add ~10 KB a page.
+    assert max(held) - held[0] < 10 * 50000, held
+
+
+def test_the_gc_runs_again_after_the_list(fake: FakeApiServer, kubeconfig: str) -> None:
+    fake.page_cap = 2
+    fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
+    assert gc.isenabled()
+    nodes, pages = api_for(kubeconfig).list_nodes("")
+    assert (len(nodes), pages) == (5, 3)
+    assert gc.isenabled()
+
+
+def test_the_gc_runs_again_after_a_failed_page(fake: FakeApiServer, kubeconfig: str) -> None:
+    fake.page_cap = 2
+    fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
+    fake.inject("GET", NODES, body=b'{"kind": "NodeList", "items": "nope"}', query={"continue": True})
+    with pytest.raises(ApiUnavailable, match="no items list"):
+        api_for(kubeconfig).list_nodes("")
+    assert gc.isenabled()
+
+
+def test_a_gc_the_caller_paused_stays_paused(fake: FakeApiServer, kubeconfig: str) -> None:
+    fake.set_nodes([make_node("n0", "10.0.0.1")])
+    gc.disable()
+    try:
+        api_for(kubeconfig).list_nodes("")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
