@@ -8,12 +8,11 @@ and every other slice keeps its ``resourceVersion``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lib.nodes import IPAddress, ip_key
+from lib.nodes import IPAddress, ip_key, parse_ip
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def place(
         held: set[IPAddress] = set()
         for raw in live[name]:
             try:
-                held.add(ipaddress.ip_address(raw))
+                held.add(parse_ip(raw))
             except ValueError:
                 continue  # not ours to keep: dropped on the next write
         before[name] = held

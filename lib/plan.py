@@ -9,7 +9,6 @@ cluster costs reads only and changes no ``resourceVersion``.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from lib import desired
 from lib.config import Config
 from lib.desired import FAMILIES, SLICE_MANAGED_BY, Selection
-from lib.nodes import IPAddress, NodeAddresses
+from lib.nodes import IPAddress, NodeAddresses, parse_ip
 from lib.placement import place
 
 #: Fields we set only sometimes. Omitting one from the apply body is how SSA
@@ -92,7 +91,7 @@ def live_ips(cfg: Config, live: Live) -> set[IPAddress]:
 def _ips(raw: Iterable[str]) -> Iterable[IPAddress]:
     for text in raw:
         try:
-            yield ipaddress.ip_address(text)
+            yield parse_ip(text)
         except ValueError:
             continue
 
@@ -121,13 +120,17 @@ def up_to_date(live: Mapping[str, Any] | None, body: Mapping[str, Any], field_ma
 
 
 def _covers(live: Any, want: Any) -> bool:
+    if live == want:
+        # The common case, settled in C: walking 300 unchanged slices of 100
+        # endpoints field by field was a tenth of a 15,000-node run.
+        return True
     if isinstance(want, Mapping):
         return isinstance(live, Mapping) and all(
             k in live and _covers(live[k], v) for k, v in want.items() if k != "resourceVersion"
         )
     if isinstance(want, list):
         return isinstance(live, list) and len(live) == len(want) and all(map(_covers, live, want))
-    return bool(live == want)
+    return False
 
 
 def _has(obj: Mapping[str, Any], path: Sequence[str]) -> bool:

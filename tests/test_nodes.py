@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, slim
+from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, parse_ip, slim
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -361,6 +361,19 @@ def test_all_unusable_reports_every_bad_address() -> None:
 )
 def test_ip_key_orders_ipv4_first_then_numerically(a: str, b: str) -> None:
     assert ip_key(ipaddress.ip_address(a)) < ip_key(ipaddress.ip_address(b))
+
+
+@pytest.mark.parametrize("raw", ["10.0.0.1", "fd00:0::1", "fd00::1%eth0", "::ffff:10.0.0.1"])
+def test_parse_ip_is_ip_address_memoised(raw: str) -> None:
+    assert parse_ip(raw) == ipaddress.ip_address(raw)
+    assert parse_ip(str(raw)) is parse_ip(raw)
+
+
+@pytest.mark.parametrize("raw", ["bogus", "", "10.0.0.256", "010.0.0.1"])
+def test_parse_ip_raises_every_time_for_a_non_ip(raw: str) -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            parse_ip(raw)
 
 
 # --- properties --------------------------------------------------------------

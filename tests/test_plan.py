@@ -78,6 +78,11 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         pytest.param(_with(("metadata", "labels", "extra"), "x"), True, id="someone-elses-label"),
         pytest.param(_with(("spec", "ports"), SERVICE["spec"]["ports"][:1]), False, id="port-missing"),
         pytest.param(
+            _with(("spec", "ports"), [{**p, "port": p["port"] + 1} for p in SERVICE["spec"]["ports"]]),
+            False,
+            id="port-changed",
+        ),
+        pytest.param(
             _with(("metadata", "annotations", desired.OVER_CAPACITY), "truncated"),
             False,
             id="annotation-we-stopped-setting",
