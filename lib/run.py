@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,13 +144,40 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             d = desired.diff(sel.ips(), plan.live_ips(cfg, live))
             summary.added, summary.removed = d.added, d.removed
         try:
-            summary.writes += _write(cfg, api, logger, sel, live)
-            break
+            written = _write(cfg, api, logger, sel, live)
         except Conflict as exc:
             if attempt == MAX_REPLANS:
                 raise
             logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
+            continue
+        summary.writes += written
+        twice = _ips_in_two_slices(cfg, api) if written and cfg.manages_slices and not cfg.dry_run else []
+        if not twice:
+            break
+        # The resourceVersion guards each slice, not the set: a run overlapping
+        # ours that read another node list can have put one new IP in another
+        # slice (in its view that one had room). Plan again from what is there
+        # now; placement keeps the first copy. The run that wrote second always
+        # sees both writes here.
+        reason = f"{len(twice)} IPs in two slices after an overlapping run's write: {', '.join(twice[:5])}"
+        if attempt == MAX_REPLANS:
+            raise Conflict(reason)
+        logger.warning("write_conflict", reason=reason, attempt=attempt + 1)
     summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+
+def _ips_in_two_slices(cfg: Config, api: Api) -> list[str]:
+    items = api.list(
+        object_path("EndpointSlice", cfg.namespace), f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
+    )
+    held = Counter(
+        str(address)
+        for s in items
+        if plan.is_ours(s, cfg.field_manager)
+        for ep in s.get("endpoints") or ()
+        for address in ep.get("addresses") or ()
+    )
+    return sorted(ip for ip, n in held.items() if n > 1)
 
 
 def _read_live(cfg: Config, api: Api) -> Live:

@@ -9,12 +9,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from lib.run import main
-from tests.fakeapi import FakeApiServer, make_node
+from tests.fakeapi import FakeApiServer, Request, make_node
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(kubeconfig: str, *flags: str) -> tuple[int, list[dict[str, object]]]:
@@ -55,3 +61,58 @@ def test_a_long_retry_after_is_still_honoured(fake: FakeApiServer, kubeconfig: s
     first, second = fake.requests[0], fake.requests[1]
     assert (first.status, second.status) == (429, 200)
     assert time.monotonic() - started >= 1.0
+
+
+def test_overlapping_runs_reading_different_node_lists_leave_no_ip_in_two_slices(
+    fake: FakeApiServer, kubeconfig: str
+) -> None:
+    # Soak, overlapping runs: a CronJob run and a manual run overlap, and a
+    # node goes NotReady between their node lists. Slices (2 per slice):
+    # kubelet-ipv4-0 {a, y} full, kubelet-ipv4-1 {b}; node x joins. The run
+    # that still sees y puts x in slice 1 (slice 0 is full); the run that no
+    # longer sees y puts x in slice 0 (room freed). Each write carries its
+    # slice's resourceVersion, so both succeeded and x was left in two slices
+    # (both runs exit 0): Prometheus scraped it twice until the next run.
+    created = "2026-01-01T00:00:00Z"
+    a, b, x = make_node("a", "10.0.0.1"), make_node("b", "10.0.0.3"), make_node("x", "10.0.0.9")
+    fake.set_nodes([a, make_node("y", "10.0.0.2"), b])
+    args = ["--kubeconfig", kubeconfig, "--termination-log", "", "--max-endpoints-per-slice", "2"]
+    code, _ = _run(kubeconfig, "--max-endpoints-per-slice", "2")
+    assert code == 0
+    fake.set_nodes([a, make_node("y", "10.0.0.2"), b, x])
+    first_listed = threading.Event()
+    both_read_slices = threading.Barrier(2, timeout=20)
+    slice_lists = 0
+    lock = threading.Lock()
+
+    def hold(request: Request) -> None:
+        nonlocal slice_lists
+        if request.path == "/api/v1/nodes" and not first_listed.is_set():
+            fake.set_nodes([a, make_node("y", "10.0.0.2", ready="False", created=created), b, x])
+            first_listed.set()  # the first run's reply is made: the second run lists the change
+        if request.method == "GET" and request.path.endswith("/endpointslices"):
+            with lock:
+                slice_lists += 1
+                mine = slice_lists <= 2
+            if mine:  # both plan from the same live slices, then write
+                both_read_slices.wait()
+
+    fake.on_request = hold
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": REPO}
+    cmd = [sys.executable, os.path.join(REPO, "reconciler.py"), *args]
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    assert first_listed.wait(20)
+    second = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    for p in (first, second):
+        p.communicate(timeout=30)
+    fake.on_request = None
+
+    assert (first.returncode, second.returncode) == (0, 0)
+    published = [
+        ip
+        for s in fake.objects("EndpointSlice", "kube-system")
+        for e in s.get("endpoints") or ()
+        for ip in e["addresses"]
+    ]
+    assert sorted(published) == sorted(set(published)), published
+    assert "10.0.0.9" in published
