@@ -237,10 +237,14 @@ def _write(cfg: Config, api: Api, logger: Any, sel: desired.Selection, live: Liv
             )
         for a in sp.shrink:
             apply(a)
+        for a in sp.grow:
+            apply(a)
+        # Deletes last: when the published IPs change family (IPv4 slice
+        # emptied, IPv6 slice new), deleting first would publish no slice at
+        # all until the create, and leave none if the create fails. An emptied
+        # slice holds no IP that another slice gains, so no IP is held twice.
         for d in sp.deletes:
             api.delete(object_path("EndpointSlice", cfg.namespace, d.name), cfg.dry_run, d.resource_version)
             writes += 1
             logger.info("endpointslice_deleted", name=d.name, dry_run=cfg.dry_run)
-        for a in sp.grow:
-            apply(a)
     return writes

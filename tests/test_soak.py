@@ -116,3 +116,23 @@ def test_overlapping_runs_reading_different_node_lists_leave_no_ip_in_two_slices
     ]
     assert sorted(published) == sorted(set(published)), published
     assert "10.0.0.9" in published
+
+
+def test_a_family_switch_never_leaves_the_slices_empty(fake: FakeApiServer, kubeconfig: str) -> None:
+    # Soak seeds 6 and 7: the only eligible node left publishes IPv6 only, so
+    # kubelet-ipv4-0 is emptied and kubelet-ipv6-0 created. Deleting first
+    # published no slice at all until the create; when the create failed
+    # until the deadline, the run exited 4 with an empty set over a non-empty
+    # one, what the guard (exit 7, --allow-empty) exists to prevent.
+    fake.set_nodes([make_node("v4", "10.0.0.1", created="2026-01-01T00:00:00Z")])
+    assert _run(kubeconfig)[0] == 0
+    fake.set_nodes([make_node("v4", "10.0.0.1", ready="False"), make_node("v6", "fd00::1")])
+    fake.inject("PATCH", r".*/endpointslices/kubelet-ipv6-0", status=503, times=-1)
+    code, _ = _run(kubeconfig, "--timeout", "1.5")
+    assert code == 4
+    published = [e["addresses"] for s in fake.objects("EndpointSlice", "kube-system") for e in s["endpoints"]]
+    assert published == [["10.0.0.1"]]  # the old set stays until the new one is written
+    fake.clear_faults()
+    assert _run(kubeconfig)[0] == 0
+    published = [e["addresses"] for s in fake.objects("EndpointSlice", "kube-system") for e in s["endpoints"]]
+    assert published == [["fd00::1"]]
