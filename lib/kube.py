@@ -27,7 +27,7 @@ from urllib.parse import quote
 import tenacity
 import urllib3
 
-from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, UsageError, WriteRejected
+from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, ReconcileError, UsageError, WriteRejected
 from lib.nodes import MalformedNode, NodeInfo, slim
 
 #: A single request never waits longer than this, even early in a long run,
@@ -162,8 +162,8 @@ def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[st
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=source, context=context, client_configuration=cfg
             )
-    except ConfigError:
-        raise
+    except ReconcileError:
+        raise  # ours, including the deadline's interrupt (Deadline.enforced): exit 4, not 3
     except Exception as exc:  # the loader raises ConfigException, YAML, OS and key errors alike
         raise ConfigError(f"cannot load {source}: {_one_line(exc)}") from None
     # Our tenacity policy is the only retry layer: urllib3's default of three

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,20 @@ def test_a_family_switch_never_leaves_the_slices_empty(fake: FakeApiServer, kube
     assert _run(kubeconfig)[0] == 0
     published = [e["addresses"] for s in fake.objects("EndpointSlice", "kube-system") for e in s["endpoints"]]
     assert published == [["fd00::1"]]
+
+
+def test_the_deadline_while_loading_the_kubeconfig_is_exit_4_not_3(tmp_path: Path) -> None:
+    # Soak, CI: four soak processes starting at once on two cores spent a 2 s
+    # deadline importing the client in load_client; the deadline's interrupt
+    # was caught there as a kubeconfig error: exit 3, "cannot load ...:
+    # deadline of 2s reached", sending the operator to the credentials. A
+    # kubeconfig read that blocks (a hung mount; here a FIFO nobody writes)
+    # is the same case, made deterministic.
+    fifo = tmp_path / "kubeconfig"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    code, events = _run(str(fifo), "--timeout", "1")
+    assert time.monotonic() - started < 2.5
+    (finished,) = [e for e in events if e["event"] == "reconcile_finished"]
+    assert (code, finished["exit_code"]) == (4, 4), finished
+    assert "deadline of 1s reached" in str(finished["reason"])
