@@ -122,7 +122,7 @@ def up_to_date(live: Mapping[str, Any] | None, body: Mapping[str, Any], field_ma
 def _covers(live: Any, want: Any) -> bool:
     if live == want:
         # The common case, settled in C: walking 300 unchanged slices of 100
-        # endpoints field by field was a tenth of a 15,000-node run.
+        # endpoints field by field took 0.5 s at 15,000 nodes.
         return True
     if isinstance(want, Mapping):
         return isinstance(live, Mapping) and all(
