@@ -15,6 +15,15 @@ RUN python -m venv /venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /venv/bin/pip install --no-compile -r /tmp/requirements.txt
 
+WORKDIR /app
+COPY reconciler.py /app/reconciler.py
+COPY lib/ /app/lib/
+# Byte-compile here what a run imports: the pod's root filesystem is
+# read-only, so Python would otherwise compile every module on every start
+# (measured: imports take 1.5 s uncompiled against 0.6 s; README
+# "Performance"). unchecked-hash: the .pyc stay valid whatever the mtimes.
+RUN python -m compileall -q --invalidation-mode unchecked-hash /venv /app
+
 
 FROM python:3.11.14-slim-bookworm
 
@@ -27,10 +36,13 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/venv/bin:$PATH
 
+# The official python images ship the standard library without .pyc files;
+# compile it once here, for the same reason as above.
+RUN python -m compileall -q --invalidation-mode unchecked-hash /usr/local/lib/python3.11
+
 COPY --from=build /venv /venv
+COPY --from=build /app /app
 WORKDIR /app
-COPY reconciler.py /app/reconciler.py
-COPY lib/ /app/lib/
 
 # nobody:nogroup; the CronJob also sets runAsNonRoot and runAsUser.
 USER 65534:65534
