@@ -58,16 +58,20 @@ class Delete:
 
 @dataclass(frozen=True)
 class SlicePlan:
-    """Slice writes in a safe order: an IP is never held by two slices at once."""
+    """Slice writes, in the order they are made.
+
+    Shrinking slices first, so an IP is never held by two slices at once;
+    deletes last, so a family switch never leaves no slice published.
+    """
 
     shrink: tuple[Apply, ...]  # slices that only lose IPs or change in place
-    deletes: tuple[Delete, ...]
     grow: tuple[Apply, ...]  # slices taking IPs they did not hold
+    deletes: tuple[Delete, ...]  # our slices left empty
     foreign: tuple[str, ...]  # slices for our Service written by someone else
 
     @property
     def writes(self) -> int:
-        return len(self.shrink) + len(self.deletes) + len(self.grow)
+        return len(self.shrink) + len(self.grow) + len(self.deletes)
 
 
 def is_ours(obj: Mapping[str, Any], field_manager: str) -> bool:
@@ -184,7 +188,7 @@ def slices(
         placed_names.update(placement.deletes)
     # Ours but of no family we publish (an FQDN slice, say): nothing can go in it.
     deletes.extend(Delete(name, _rv(s)) for name, s in sorted(by_name.items()) if name not in placed_names)
-    return SlicePlan(tuple(shrink), tuple(deletes), tuple(grow), foreign)
+    return SlicePlan(tuple(shrink), tuple(grow), tuple(deletes), foreign)
 
 
 def _rv(obj: Mapping[str, Any]) -> str | None:
