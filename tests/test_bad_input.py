@@ -7,12 +7,9 @@ server, and every stored object keeps its ``resourceVersion``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from lib.run import main
 from tests.fakeapi import FakeApiServer, make_node
+from tests.runs import run_main, versions
 
 NS = "kube-system"
 NODES = "/api/v1/nodes"
@@ -222,28 +219,13 @@ CASES = [
 ]
 
 
-def _versions(fake: FakeApiServer) -> dict[str, str]:
-    objs = [*fake.objects("Service", NS), *fake.objects("Endpoints", NS), *fake.objects("EndpointSlice", NS)]
-    return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in objs}
-
-
-def _run(argv: list[str], environ: dict[str, str]) -> tuple[int, list[dict[str, Any]], float]:
-    out = io.StringIO()
-    started = time.monotonic()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(argv, environ)
-    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
-    return code, events, time.monotonic() - started
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_ends_with_its_code_and_writes_nothing(
     case: Case, fake: FakeApiServer, kubeconfig: str, tmp_path: Path
 ) -> None:
     fake.set_nodes([make_node("node-a", "10.0.0.1"), make_node("node-b", "10.0.0.2")])
-    code, _, _ = _run(["--kubeconfig", kubeconfig, "--termination-log", ""], {})
-    assert code == 0
-    published = _versions(fake)
+    assert run_main(["--kubeconfig", kubeconfig, "--termination-log", ""], {}).code == 0
+    published = versions(fake)
     assert len(published) == 3
     fake.clear_log()
 
@@ -252,18 +234,16 @@ def test_bad_input_ends_with_its_code_and_writes_nothing(
     if any(f.startswith("--timeout") for f in case.flags) or case.environ:
         argv.remove("--timeout")
         argv.remove(SHORT)
-    code, events, seconds = _run(argv, dict(case.environ))
+    result = run_main(argv, case.environ)
 
-    finished = [e for e in events if e.get("event") == "reconcile_finished"]
-    assert len(finished) == 1, events
-    (line,) = finished
-    assert (code, line["exit_code"], line["outcome"]) == (case.code, case.code, "failed"), line
+    line = result.finished
+    assert (result.code, line["outcome"]) == (case.code, "failed"), line
     reason = str(line["reason"])
     assert "\n" not in reason and len(reason) < 1000
     assert re.search(case.reason, reason, re.I), reason
-    assert seconds < float(SHORT) + 1.5
+    assert result.seconds < float(SHORT) + 1.5
     assert [(r.method, r.path) for r in fake.requests if r.method not in ("GET", "HEAD")] == []
     fake.clear_faults()
-    assert _versions(fake) == published
+    assert versions(fake) == published
     if case.no_request:
         assert fake.requests == []

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from lib.exitcodes import ExitCode
 from lib.run import main
 from tests.fakeapi import FakeApiServer, make_node
+from tests.runs import Run, run_main, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "kube-system"
@@ -26,37 +25,13 @@ SERVICE = "/api/v1/namespaces/kube-system/services/kubelet"
 NODES = "/api/v1/nodes"
 
 
-@dataclass
-class Result:
-    code: int
-    events: list[dict[str, Any]]
-    seconds: float
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == event]
-
-    @property
-    def finished(self) -> dict[str, Any]:
-        (line,) = self.named("reconcile_finished")
-        return line
-
-
 @pytest.fixture
-def run(kubeconfig: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Any:
-    """Run ``main`` in-process with the fake's kubeconfig; parse its JSON log lines."""
+def run(kubeconfig: str, tmp_path: Path) -> Any:
+    """Run ``main`` in-process with the fake's kubeconfig (or another); parse its JSON log lines."""
 
-    def _run(*args: str, environ: dict[str, str] | None = None, kubeconfig_: str | None = None) -> Result:
+    def _run(*args: str, environ: dict[str, str] | None = None, kubeconfig_: str | None = None) -> Run:
         argv = ["--kubeconfig", kubeconfig_ or kubeconfig, "--termination-log", "", *args]
-        env = {"HOME": str(tmp_path)} if environ is None else environ
-        capsys.readouterr()
-        started = time.monotonic()
-        code = main(argv, env)
-        seconds = time.monotonic() - started
-        out = capsys.readouterr().out
-        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        result = Result(code, events, seconds)
-        assert result.finished["exit_code"] == code  # exactly one, and it tells the truth
-        return result
+        return run_main(argv, {"HOME": str(tmp_path)} if environ is None else environ)
 
     return _run
 
@@ -71,11 +46,6 @@ def slice_ips(fake: FakeApiServer) -> dict[str, list[tuple[str, str]]]:
         s["metadata"]["name"]: [(e["addresses"][0], e["nodeName"]) for e in s["endpoints"]]
         for s in fake.objects("EndpointSlice", NS)
     }
-
-
-def versions(fake: FakeApiServer) -> dict[str, str]:
-    objs = [*fake.objects("Service", NS), *fake.objects("Endpoints", NS), *fake.objects("EndpointSlice", NS)]
-    return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in objs}
 
 
 def writes(fake: FakeApiServer) -> list[str]:

@@ -6,8 +6,6 @@ reported, through the real client over real HTTP against the fake API server.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -19,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench import soak
-from lib.run import main
 from tests.fakeapi import FakeApiServer, Request, make_node
+from tests.runs import run_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,10 +61,8 @@ def test_fault_soak_bounded(tmp_path: Path) -> None:
 
 
 def _run(kubeconfig: str, *flags: str) -> tuple[int, list[dict[str, object]]]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["--kubeconfig", kubeconfig, "--termination-log", "", *flags], {})
-    return code, [json.loads(line) for line in out.getvalue().splitlines()]
+    result = run_main(["--kubeconfig", kubeconfig, "--termination-log", "", *flags], {})
+    return result.code, result.events
 
 
 # --- regressions found by the soak -------------------------------------------------------

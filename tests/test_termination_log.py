@@ -8,7 +8,6 @@ never created (a run by hand must not leave a /dev/termination-log behind).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,16 +15,9 @@ import pytest
 
 from lib.run import main
 from tests.fakeapi import FakeApiServer, make_node
+from tests.runs import run_main
 
 NS, SVC = "kube-system", "kubelet"
-
-
-def _finished(out: str) -> dict[str, object]:
-    """The run's reconcile_finished event, from its JSON lines."""
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    finished = [e for e in events if e.get("event") == "reconcile_finished"]
-    assert len(finished) == 1, out
-    return finished[0]
 
 
 def _published_endpoints(fake: FakeApiServer) -> None:
@@ -70,7 +62,7 @@ FAILURES: dict[str, tuple[int, Callable[[FakeApiServer], None], list[str]]] = {
 
 @pytest.mark.parametrize("case", FAILURES)
 def test_a_failed_run_writes_its_exit_code_and_reason(
-    case: str, fake: FakeApiServer, kubeconfig: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, fake: FakeApiServer, kubeconfig: str, tmp_path: Path
 ) -> None:
     code, arrange, extra = FAILURES[case]
     fake.set_nodes([make_node("node-a", "10.0.0.1"), make_node("node-b", "10.0.0.2")])
@@ -78,9 +70,10 @@ def test_a_failed_run_writes_its_exit_code_and_reason(
     log = tmp_path / "termination-log"
     log.touch()  # the kubelet creates the file before the container starts
 
-    assert main(["--kubeconfig", kubeconfig, "--termination-log", str(log), *extra], {}) == code
+    result = run_main(["--kubeconfig", kubeconfig, "--termination-log", str(log), *extra], {})
+    assert result.code == code
 
-    finished = _finished(capsys.readouterr().out)
+    finished = result.finished
     message = log.read_text(encoding="utf-8")
     assert message == f"exit {code}: {finished['reason']}\n"
     assert message.count("\n") == 1  # one line: `kubectl describe pod` shows it whole
