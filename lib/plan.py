@@ -9,6 +9,7 @@ cluster costs reads only and changes no ``resourceVersion``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,17 @@ def is_ours(obj: Mapping[str, Any], field_manager: str) -> bool:
     return bool(labels.get(SLICE_MANAGED_BY) == field_manager)
 
 
+def slice_addresses(obj: Mapping[str, Any]) -> list[str]:
+    """Every address an EndpointSlice holds, as written."""
+    return [str(a) for ep in obj.get("endpoints") or () for a in ep.get("addresses") or ()]
+
+
+def ips_in_two_slices(cfg: Config, live: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Addresses held by more than one of our slices (an overlapping run's doing), sorted."""
+    held = Counter(a for s in live if is_ours(s, cfg.field_manager) for a in slice_addresses(s))
+    return sorted(ip for ip, n in held.items() if n > 1)
+
+
 def live_ips(cfg: Config, live: Live) -> set[IPAddress]:
     """Every IP the managed live objects publish now (ours only, never foreign slices)."""
     raw: list[str] = []
@@ -88,7 +100,7 @@ def live_ips(cfg: Config, live: Live) -> set[IPAddress]:
     if cfg.manages_slices:
         for s in live.slices:
             if is_ours(s, cfg.field_manager):
-                raw.extend(str(addr) for ep in s.get("endpoints") or () for addr in ep.get("addresses") or ())
+                raw.extend(slice_addresses(s))
     return set(_ips(raw))
 
 
@@ -153,8 +165,9 @@ def slices(
 
     Existing slices carry their ``resourceVersion`` in the apply body, so a
     slice changed since we read it (an overlapping run) is refused with 409
-    rather than overwritten from a stale view: two slices never end up
-    holding one IP.
+    rather than overwritten from a stale view. The guard is per slice, not
+    per set: the run checks afterwards that no IP is in two
+    (:func:`ips_in_two_slices`).
     """
     ours = [s for s in live if is_ours(s, cfg.field_manager)]
     foreign = tuple(sorted(str(s["metadata"]["name"]) for s in live if not is_ours(s, cfg.field_manager)))
@@ -167,11 +180,7 @@ def slices(
     placed_names: set[str] = set()
     for version, family in FAMILIES.items():
         prefix = f"{cfg.service_name}-ipv{version}-"
-        mine = {
-            name: [str(a) for ep in s.get("endpoints") or () for a in ep.get("addresses") or ()]
-            for name, s in by_name.items()
-            if s.get("addressType") == family
-        }
+        mine = {name: slice_addresses(s) for name, s in by_name.items() if s.get("addressType") == family}
         taken = [str(s["metadata"]["name"]) for s in live if str(s["metadata"]["name"]) not in mine]
         placement = place(prefix, sel.ips(version), mine, cfg.max_endpoints_per_slice, taken)
         for placed in placement.slices:
@@ -182,7 +191,7 @@ def slices(
             if up_to_date(current, body, cfg.field_manager):
                 continue
             if current is not None:
-                body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+                body["metadata"]["resourceVersion"] = _rv(current)
             (grow if placed.gains else shrink).append(Apply("EndpointSlice", placed.name, body))
         deletes.extend(Delete(name, _rv(by_name[name])) for name in placement.deletes)
         placed_names.update(placement.deletes)

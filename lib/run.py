@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,7 +150,11 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
             continue
         summary.writes += written
-        twice = _ips_in_two_slices(cfg, api) if written and cfg.manages_slices and not cfg.dry_run else []
+        twice = (
+            plan.ips_in_two_slices(cfg, _list_slices(cfg, api))
+            if written and cfg.manages_slices and not cfg.dry_run
+            else []
+        )
         if not twice:
             break
         # The resourceVersion guards each slice, not the set: a run overlapping
@@ -166,29 +169,20 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
     summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
 
 
-def _ips_in_two_slices(cfg: Config, api: Api) -> list[str]:
-    items = api.list(
-        object_path("EndpointSlice", cfg.namespace), f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
-    )
-    held = Counter(
-        str(address)
-        for s in items
-        if plan.is_ours(s, cfg.field_manager)
-        for ep in s.get("endpoints") or ()
-        for address in ep.get("addresses") or ()
-    )
-    return sorted(ip for ip, n in held.items() if n > 1)
-
-
 def _read_live(cfg: Config, api: Api) -> Live:
     ns, name = cfg.namespace, cfg.service_name
     service = api.get(object_path("Service", ns, name))
     endpoints = api.get(object_path("Endpoints", ns, name)) if cfg.manages_endpoints else None
-    slices: tuple[dict[str, Any], ...] = ()
-    if cfg.manages_slices:
-        items = api.list(object_path("EndpointSlice", ns), f"{desired.SERVICE_NAME_LABEL}={name}")
-        slices = tuple(s for s in items if isinstance((s.get("metadata") or {}).get("name"), str))
+    slices = _list_slices(cfg, api) if cfg.manages_slices else ()
     return Live(service, endpoints, slices)
+
+
+def _list_slices(cfg: Config, api: Api) -> tuple[dict[str, Any], ...]:
+    """Every slice labelled with our Service's name (ours and foreign ones)."""
+    items = api.list(
+        object_path("EndpointSlice", cfg.namespace), f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
+    )
+    return tuple(s for s in items if isinstance((s.get("metadata") or {}).get("name"), str))
 
 
 def _write(cfg: Config, api: Api, logger: Any, sel: desired.Selection, live: Live) -> int:
