@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests import fakeapi
 from tests.fakeapi import APPLY_CONTENT_TYPE, FakeApiError, FakeApiServer, make_node, parse_selector
 
+REPO = str(Path(__file__).resolve().parent.parent)
 NS = "kube-system"
 NODES = "/api/v1/nodes"
 SVC = f"/api/v1/namespaces/{NS}/services/kubelet"
@@ -883,13 +883,14 @@ def test_runs_as_a_process(tmp_path: Path) -> None:
         )
     )
     kubeconfig, ready = tmp_path / "kubeconfig", tmp_path / "ready"
-    args = [sys.executable, fakeapi.__file__, "--port", "0", "--state", str(state)]
+    args = [sys.executable, "-m", "tests.fakeapi", "--port", "0", "--state", str(state)]
     args += ["--kubeconfig", str(kubeconfig), "--ready-file", str(ready), "--page-cap", "1"]
     proc = subprocess.Popen(
         args,
         cwd=tmp_path,
         stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        # From elsewhere, with only the repository on the path: the package runs on its own.
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": REPO},
     )
     try:
         deadline = time.monotonic() + 15
