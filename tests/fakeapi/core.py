@@ -53,8 +53,10 @@ def status_body(code: int, message: str, reason: str | None = None, details: JSO
         "metadata": {},
         "status": "Failure",
         "message": message,
-        "reason": reason if reason is not None else reason_for(code),
     }
+    # An empty reason is left out, as kube-apiserver does for some 500s.
+    if reason != "":
+        doc["reason"] = reason if reason is not None else reason_for(code)
     if details:
         doc["details"] = details
     doc["code"] = code
@@ -77,7 +79,7 @@ class FakeApiError(Exception):
     ) -> None:
         super().__init__(f"{code} {reason or reason_for(code)}: {message}")
         self.code = code
-        self.reason = reason or reason_for(code)
+        self.reason = reason_for(code) if reason is None else reason
         self.message = message
         self.details = details
 
@@ -118,6 +120,10 @@ class Kind:
         return self.api_version.rpartition("/")[0]
 
     @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
     def resource(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
@@ -150,7 +156,14 @@ def kind_of(name: str) -> Kind:
 def not_found(kind: Kind, name: str) -> FakeApiError:
     """The 404 of a missing object."""
     return FakeApiError(
-        404,
-        f'{kind.resource} "{name}" not found',
-        details={"name": name, "group": kind.group, "kind": kind.plural},
+        404, f'{kind.resource} "{name}" not found', details=status_details(kind, name, kind.plural)
     )
+
+
+def status_details(kind: Kind, name: str | None, what: str) -> JSON:
+    """A Status's ``details``: name, group (left out for the core group, as the API server does), kind."""
+    details: JSON = {} if name is None else {"name": name}
+    if kind.group:
+        details["group"] = kind.group
+    details["kind"] = what
+    return details

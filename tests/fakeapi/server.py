@@ -39,19 +39,20 @@ from tests.fakeapi.core import (
     kind_of,
     not_found,
     now,
+    status_details,
 )
 from tests.fakeapi.faults import Fault, fault_reply, take_fault
 from tests.fakeapi.selectors import SelectorError, parse_selector, selector_matches
 from tests.fakeapi.ssa import (
     Owner,
-    has_empty,
     leaf_paths,
     managed_fields,
     merge,
     owned_part,
     owners_from_managed_fields,
+    restamps,
 )
-from tests.fakeapi.validation import _invalid_value, invalid, validate
+from tests.fakeapi.validation import _invalid_value, invalid, typed_problem, validate
 
 
 @dataclass
@@ -116,11 +117,15 @@ class FakeApiServer:
         *,
         page_cap: int | None = None,
         token: str = "fake-token",
+        nobody_token: str = "nobody-token",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.page_cap = page_cap
         self.token = token
+        #: A token that authenticates with no rights at all (as user "nobody"):
+        #: every resource request is 403, like ``RealApiServer.nobody_token``.
+        self.nobody_token = nobody_token
         self.host = host
         self.port = port
         self.url = ""
@@ -219,7 +224,8 @@ class FakeApiServer:
         meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_DNS, f"node.{name}")))
         meta.setdefault("creationTimestamp", now())
         meta["resourceVersion"] = str(self._rv)
-        doc = {"apiVersion": "v1", "kind": "Node", **node, "metadata": meta}
+        # Kept as a list item (no apiVersion, no kind); a GET adds them (_NODE_HEAD).
+        doc = {**{k: v for k, v in node.items() if k not in ("apiVersion", "kind")}, "metadata": meta}
         return _Item(name, dict(meta.get("labels") or {}), dumps(doc))
 
     def set_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
@@ -250,7 +256,7 @@ class FakeApiServer:
         """A node as served (with its resourceVersion), or None."""
         with self._lock:
             item = self._nodes.get(name)
-        return None if item is None else cast(JSON, json.loads(item.data))
+        return None if item is None else cast(JSON, json.loads(_node_object(item)))
 
     def node_names(self) -> list[str]:
         """The names of all nodes, sorted."""
@@ -437,17 +443,17 @@ class FakeApiServer:
         # The scheme is case-insensitive, as in kube-apiserver (the client's
         # in-cluster loader sends "bearer <token>").
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != self.token:
+        token = token.strip()
+        if scheme.lower() != "bearer" or token not in (self.token, self.nobody_token):
             return error_reply(FakeApiError(401, "Unauthorized")), False
+        if token == self.nobody_token:
+            if path == "/version" and method == "GET":  # system:public-info-viewer: everyone
+                return self._route(method, path, query, headers, body)
+            return error_reply(forbidden(NOBODY_USER, method, path, query)), False
         with self._lock:
-            forbidden = any(m in ("*", method) and p.fullmatch(path) for m, p in self._forbidden)
-        if forbidden:
-            verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
-            message = (
-                f'User "system:serviceaccount:kube-system:fake" cannot {verb} {path}: '
-                "RBAC: access denied (forbidden by the fake API server)"
-            )
-            return error_reply(FakeApiError(403, message)), False
+            denied = any(m in ("*", method) and p.fullmatch(path) for m, p in self._forbidden)
+        if denied:
+            return error_reply(forbidden(FAKE_USER, method, path, query)), False
         try:
             return self._route(method, path, query, headers, body)
         except FakeApiError as exc:
@@ -474,7 +480,7 @@ class FakeApiServer:
                 raise FakeApiError(
                     404, f'nodes "{match[1]}" not found', details={"name": match[1], "kind": "nodes"}
                 )
-            return Reply(200, item.data), False
+            return Reply(200, _node_object(item)), False
         if path == "/version" and method == "GET":
             version = {"major": "1", "minor": "31", "gitVersion": "v1.31.4-fake", "platform": "linux/amd64"}
             return Reply(200, dumps(version)), False
@@ -515,8 +521,13 @@ class FakeApiServer:
                 for (kind_name, ns, name), stored in self._objects.items()
                 if kind_name == kind.kind and ns == namespace
             )
+            # The items of a real list carry no apiVersion and no kind.
             items = tuple(
-                _Item(name, dict(stored.obj["metadata"].get("labels") or {}), dumps(self._render(stored)))
+                _Item(
+                    name,
+                    dict(stored.obj["metadata"].get("labels") or {}),
+                    dumps(_list_item(self._render(stored))),
+                )
                 for name, stored in found
             )
         return self._page(
@@ -559,7 +570,9 @@ class FakeApiServer:
             index += 1
             if not requirements or selector_matches(requirements, item.labels):
                 chosen.append(item.data)
-        more = any(selector_matches(requirements, item.labels) for item in items[index:])
+        # Like etcd, "more" means more items to look at, matching or not: a
+        # filtered list can end with an empty page.
+        more = index < len(items)
         meta: JSON = {"resourceVersion": str(snapshot.rv)}
         if more:
             with self._lock:
@@ -628,10 +641,8 @@ class FakeApiServer:
             )
         manager = query.get("fieldManager", "")
         if not manager:
-            raise FakeApiError(
-                422,
-                'PatchOptions.meta.k8s.io "" is invalid: '
-                "fieldManager: Required value: is required for apply patch",
+            raise _options_invalid(
+                "PatchOptions", "fieldManager", "Required value: is required for apply patch"
             )
         if len(manager) > 128:
             raise FakeApiError(422, "fieldManager: Too long: may not be longer than 128")
@@ -661,8 +672,8 @@ class FakeApiServer:
         if doc.get("apiVersion") != kind.api_version:
             raise FakeApiError(
                 400,
-                f"the API version in the data ({doc.get('apiVersion')}) does not match the expected "
-                f"API version ({kind.api_version})",
+                "Incorrect version specified in apply patch. "
+                f"Specified patch version: {doc.get('apiVersion')}, expected: {kind.api_version}",
             )
         if doc.get("kind") != kind.kind:
             raise FakeApiError(400, f"the kind in the data ({doc.get('kind')}) does not match {kind.kind}")
@@ -680,26 +691,39 @@ class FakeApiServer:
             )
         if meta.get("managedFields"):
             raise FakeApiError(400, "metadata.managedFields must be nil")
+        typed = typed_problem(kind.kind, doc)
+        if typed:
+            # kube-apiserver builds a typed object of the patch before anything
+            # else: a value of the wrong type is a 500 there, not a 422.
+            raise FakeApiError(
+                500,
+                f"failed to create typed patch object (/{name}; {kind.group}/{kind.version}, "
+                f"Kind={kind.kind}): {typed}",
+                reason="",
+            )
         owned = owned_part(doc, kind)
-        applied = dict(leaf_paths(owned)) if owned else {}
-        modified = FakeApiError(
-            409,
-            f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been modified; '
-            "please apply your changes to the latest version and try again",
-            details={"name": name, "group": kind.group, "kind": kind.plural},
-        )
+        applied = dict(leaf_paths(owned, kind=kind.kind)) if owned else {}
         with self._lock:
             key = (kind.kind, namespace, name)
             stored = self._objects.get(key)
             old = stored.obj if stored is not None else None
             want_rv = meta.get("resourceVersion")
-            if want_rv not in (None, "") and (
-                old is None or str(want_rv) != old["metadata"]["resourceVersion"]
+            # A resourceVersion is a precondition on an existing object only: an
+            # apply that creates ignores it (kube-apiserver answers 201).
+            if (
+                old is not None
+                and want_rv not in (None, "", "0")
+                and str(want_rv) != old["metadata"]["resourceVersion"]
             ):
-                raise modified
+                raise FakeApiError(
+                    409,
+                    f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    details=status_details(kind, name, kind.plural),
+                )
             want_uid = meta.get("uid")
             if want_uid and old is not None and want_uid != old["metadata"].get("uid"):
-                raise modified
+                raise invalid(kind, name, [_invalid_value("metadata.uid", want_uid, "field is immutable")])
             owners = dict(stored.owners) if stored is not None else {}
             if old is not None:
                 base = copy.deepcopy(old)
@@ -714,7 +738,7 @@ class FakeApiServer:
                         "creationTimestamp": now(),
                     },
                 }
-            merged, new_owners = merge(
+            merged, raw, new_owners = merge(
                 base,
                 owners,
                 manager,
@@ -726,7 +750,9 @@ class FakeApiServer:
             if kind.kind == "Service" and old is not None:
                 before, after = old.get("spec", {}).get("clusterIP"), merged.get("spec", {}).get("clusterIP")
                 if before and before != after:
-                    raise invalid(kind, name, [_invalid_value("spec.clusterIP", after, "field is immutable")])
+                    raise invalid(
+                        kind, name, [_invalid_value("spec.clusterIPs[0]", [after], "may not change once set")]
+                    )
             errors = validate(kind.kind, merged)
             if errors:
                 raise invalid(kind, name, errors)
@@ -734,9 +760,15 @@ class FakeApiServer:
             if stored is not None:
                 old_sets = {k: o.paths for k, o in owners.items()}
                 new_sets = {k: o.paths for k, o in new_owners.items()}
-                quirk = self.restamp_on_empty and has_empty(owned)
-                if merged == old and old_sets == new_sets and not quirk:
+                restamp = restamps(raw, old, functools.partial(self._null_fields, kind))
+                if merged == old and old_sets == new_sets and not restamp:
                     return 200, self._render(stored)  # a no-op: same resourceVersion, same time stamps
+            if kind.kind == "EndpointSlice":
+                # EndpointSlices count generations: any change outside metadata.
+                generation = int((old or {}).get("metadata", {}).get("generation") or 0)
+                if old is None or _without_meta(merged) != _without_meta(old):
+                    generation += 1
+                merged["metadata"]["generation"] = generation
             result = _Stored(merged, new_owners)
             code = 201 if old is None else 200
             if dry_run:
@@ -748,8 +780,38 @@ class FakeApiServer:
             self._objects[key] = result
             return code, self._render(result)
 
+    @staticmethod
+    def _normalize(kind: Kind, obj: JSON) -> JSON:
+        """The object as kube-apiserver stores it: empty maps and lists it omits dropped, ``null`` kept."""
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            for name in ("labels", "annotations", "ownerReferences"):
+                if meta.get(name) in ({}, []):
+                    del meta[name]
+        if kind.kind == "Endpoints" and obj.get("subsets") == []:
+            del obj["subsets"]
+        elif kind.kind == "Service":
+            spec = obj.get("spec")
+            if isinstance(spec, dict) and spec.get("selector") == {}:
+                del spec["selector"]
+        elif kind.kind == "EndpointSlice":
+            for name in ("endpoints", "ports"):
+                if obj.get(name) == []:
+                    obj[name] = None
+        return FakeApiServer._null_fields(kind, obj)
+
+    @staticmethod
+    def _null_fields(kind: Kind, obj: JSON) -> JSON:
+        """Fields never left out: an EndpointSlice's endpoints and ports are served as null when unset
+        (not omitempty in k8s.io/api discovery/v1)."""
+        if kind.kind == "EndpointSlice":
+            for name in ("endpoints", "ports"):
+                obj.setdefault(name, None)
+        return obj
+
     def _default(self, kind: Kind, obj: JSON) -> None:
         """Server-side defaults, owned by nobody (so clients must not compare naively)."""
+        self._normalize(kind, obj)
         if kind.kind == "Service":
             spec = obj.setdefault("spec", {})
             if not isinstance(spec, dict):
@@ -761,6 +823,11 @@ class FakeApiServer:
                     spec["clusterIP"] = f"10.96.{self._next_cluster_ip // 256}.{self._next_cluster_ip % 256}"
                     self._next_cluster_ip += 1
                 spec.setdefault("clusterIPs", [spec["clusterIP"]])
+                if spec["clusterIP"] == "None" and not spec.get("selector"):
+                    # A headless Service without a selector gets both families
+                    # (its endpoints come from elsewhere, of either family).
+                    spec.setdefault("ipFamilies", ["IPv4", "IPv6"])
+                    spec.setdefault("ipFamilyPolicy", "RequireDualStack")
                 family = "IPv6" if ":" in str(spec["clusterIP"]) else "IPv4"
                 spec.setdefault("ipFamilies", [family])
                 spec.setdefault("ipFamilyPolicy", "SingleStack")
@@ -780,9 +847,12 @@ class FakeApiServer:
             for port in obj.get("ports") or []:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
+            for endpoint in obj.get("endpoints") or []:
+                if isinstance(endpoint, dict):
+                    endpoint.setdefault("conditions", {})
 
     def _delete(self, kind: Kind, namespace: str, name: str, query: Mapping[str, str], body: bytes) -> Reply:
-        dry_run = _dry_run(query)
+        dry_run = _dry_run(query, "DeleteOptions")
         options: Any = {}
         if body.strip():
             try:
@@ -800,20 +870,23 @@ class FakeApiServer:
                 raise not_found(kind, name)
             meta = stored.obj["metadata"]
             want_rv, want_uid = preconditions.get("resourceVersion"), preconditions.get("uid")
+            failed = None
             if want_rv is not None and str(want_rv) != meta["resourceVersion"]:
-                raise FakeApiError(
-                    409,
-                    f'Operation cannot be fulfilled on {kind.resource} "{name}": Precondition failed: '
-                    f"ResourceVersion in precondition: {want_rv}, "
-                    f"ResourceVersion in object meta: {meta['resourceVersion']}",
-                    details={"name": name, "group": kind.group, "kind": kind.plural},
+                failed = (
+                    f"the ResourceVersion in the precondition ({want_rv}) does not match the ResourceVersion "
+                    f"in record ({meta['resourceVersion']}). The object might have been modified"
                 )
-            if want_uid is not None and want_uid != meta.get("uid"):
+            elif want_uid is not None and want_uid != meta.get("uid"):
+                failed = (
+                    f"the UID in the precondition ({want_uid}) does not match the UID in record "
+                    f"({meta.get('uid')}). The object might have been deleted and then recreated"
+                )
+            if failed:
+                # Worded by the storage layer, which names the Kind, not the resource.
                 raise FakeApiError(
                     409,
-                    f'Operation cannot be fulfilled on {kind.resource} "{name}": Precondition failed: '
-                    f"UID in precondition: {want_uid}, UID in object meta: {meta.get('uid')}",
-                    details={"name": name, "group": kind.group, "kind": kind.plural},
+                    f'Operation cannot be fulfilled on {kind.qualified_kind} "{name}": {failed}',
+                    details=status_details(kind, name, kind.kind),
                 )
             if not dry_run:
                 del self._objects[key]
@@ -823,17 +896,85 @@ class FakeApiServer:
             "apiVersion": "v1",
             "metadata": {},
             "status": "Success",
-            "details": {"name": name, "group": kind.group, "kind": kind.plural, "uid": meta.get("uid")},
+            "details": {**status_details(kind, name, kind.plural), "uid": meta.get("uid")},
         }
         return Reply(200, dumps(done))
 
 
-def _dry_run(query: Mapping[str, str]) -> bool:
+_NODE_HEAD = b'{"kind":"Node","apiVersion":"v1",'
+
+
+def _node_object(item: _Item) -> bytes:
+    """A node as GET serves it: the list item with its apiVersion and kind."""
+    return _NODE_HEAD + item.data[1:] if len(item.data) > 2 else _NODE_HEAD[:-1] + b"}"
+
+
+FAKE_USER = "system:serviceaccount:kube-system:kubelet-endpoints-reconciler"
+NOBODY_USER = "nobody"
+
+
+def forbidden(user: str, method: str, path: str, query: Mapping[str, str]) -> FakeApiError:
+    """The 403 of an RBAC denial, worded as kube-apiserver's authorizer words it."""
+    node = NODE_PATH.fullmatch(path)
+    namespaced = NS_PATH.fullmatch(path)
+    if path == "/api/v1/nodes" or node:
+        kind: Kind | None = Kind("Node", "v1", "nodes", "/api/v1")
+        namespace, name = None, node[1] if node else None
+    elif namespaced and (namespaced[1], namespaced[3]) in ROUTES:
+        kind = ROUTES[(namespaced[1], namespaced[3])]
+        namespace, name = namespaced[2], namespaced[4]
+    else:
+        kind = None
+    verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "POST": "create", "PUT": "update"}.get(
+        method, method.lower()
+    )
+    if kind is None:
+        return FakeApiError(403, f'forbidden: User "{user}" cannot {verb} path "{path}"')
+    if name is None:
+        verb = {
+            "get": "watch" if query.get("watch") in ("1", "true") else "list",
+            "delete": "deletecollection",
+        }.get(verb, verb)
+    what = kind.resource + (f' "{name}"' if name else "")
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    return FakeApiError(
+        403,
+        f'{what} is forbidden: User "{user}" cannot {verb} resource "{kind.plural}" in API group '
+        f'"{kind.group}" {scope}',
+        details=status_details(kind, name, kind.plural),
+    )
+
+
+def _list_item(obj: JSON) -> JSON:
+    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+
+
+def _without_meta(obj: JSON) -> JSON:
+    return {k: v for k, v in obj.items() if k != "metadata"}
+
+
+def _options_invalid(options: str, field_name: str, message: str) -> FakeApiError:
+    """The 422 of bad request options (PatchOptions, DeleteOptions), as the API server words it."""
+    reason = "FieldValueNotSupported" if message.startswith("Unsupported") else "FieldValueRequired"
+    return FakeApiError(
+        422,
+        f'{options}.meta.k8s.io "" is invalid: {field_name}: {message}',
+        details={
+            "group": "meta.k8s.io",
+            "kind": options,
+            "causes": [{"reason": reason, "message": message, "field": field_name}],
+        },
+    )
+
+
+def _dry_run(query: Mapping[str, str], options: str = "PatchOptions") -> bool:
     value = query.get("dryRun")
     if value in (None, ""):
         return False
     if value != "All":
-        raise FakeApiError(400, f'dryRun: Unsupported value: {value!r}: supported values: "All"')
+        raise _options_invalid(
+            options, "dryRun", f'Unsupported value: []string{{"{value}"}}: supported values: "All"'
+        )
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,76 +46,171 @@ def owned_part(doc: JSON, kind: Kind) -> JSON:
     return out
 
 
-def leaf_paths(value: Any, prefix: FieldPath = ()) -> Iterator[tuple[FieldPath, Any]]:
-    """(path, value) of every leaf: maps recurse, lists and scalars are leaves, ``{}`` too."""
-    if isinstance(value, dict) and (value or not prefix):
+#: Lists merged item by item under server-side apply (``x-kubernetes-list-type: map``):
+#: (kind, path) -> (key fields, their defaults). Every other list is atomic: it is
+#: one field, replaced whole (``Endpoints.subsets``, ``EndpointSlice.endpoints``
+#: and ``.ports``). See https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy
+MAP_LISTS: dict[tuple[str, FieldPath], tuple[tuple[str, ...], dict[str, Any]]] = {
+    ("Service", ("spec", "ports")): (("port", "protocol"), {"protocol": "TCP"}),
+}
+#: The path element of a map-list item's own existence (FieldsV1 ``"."``).
+ITEM = "."
+
+
+def item_key(item: Any, keys: tuple[str, ...], defaults: Mapping[str, Any]) -> str:
+    """The FieldsV1 key of a map-list item: ``k:{"port":10250,"protocol":"TCP"}``."""
+    values = {k: (item.get(k, defaults.get(k)) if isinstance(item, dict) else None) for k in keys}
+    return "k:" + json.dumps(values, separators=(",", ":"))
+
+
+def _map_list(kind: str, path: FieldPath) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    return MAP_LISTS.get((kind, path))
+
+
+def leaf_paths(value: Any, prefix: FieldPath = (), kind: str = "") -> Iterator[tuple[FieldPath, Any]]:
+    """(path, value) of every owned field: maps recurse, atomic lists and scalars are leaves, ``{}`` too.
+
+    The items of a map list (:data:`MAP_LISTS`) recurse too, under their ``k:`` key:
+    ``(..., key, ".")`` is the item's existence (its value: the item's key fields).
+    """
+    map_list = _map_list(kind, prefix) if prefix else None
+    if map_list is not None and isinstance(value, list) and all(isinstance(i, dict) for i in value):
+        keys, defaults = map_list
+        for item in value:
+            key = item_key(item, keys, defaults)
+            yield (*prefix, key, ITEM), {k: item[k] for k in keys if k in item}
+            for field_name, child in item.items():
+                yield from leaf_paths(child, (*prefix, key, str(field_name)), kind)
+    elif isinstance(value, dict) and (value or not prefix):
         for key, child in value.items():
-            yield from leaf_paths(child, (*prefix, str(key)))
+            yield from leaf_paths(child, (*prefix, str(key)), kind)
     else:
         yield prefix, value
 
 
+def _fields_key(key: str) -> str:
+    return key if key == ITEM or key.startswith("k:") else f"f:{key}"
+
+
 def fields_v1(paths: Iterable[FieldPath]) -> JSON:
-    """The nested ``f:`` FieldsV1 form of a set of paths (a leaf is ``{}``)."""
+    """The nested FieldsV1 form of a set of paths (``f:`` fields, ``k:`` map-list items; a leaf is ``{}``)."""
     root: JSON = {}
     for path in sorted(paths):
         node = root
         for key in path:
-            node = node.setdefault(f"f:{key}", {})
+            node = node.setdefault(_fields_key(key), {})
     return root
 
 
 def paths_from_fields_v1(fields: Mapping[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
-    """The paths of a FieldsV1 document; list element keys (``k:``, ``v:``, ``i:``) own the whole list."""
+    """The paths of a FieldsV1 document.
+
+    ``k:`` keys are map-list items (as :func:`leaf_paths` names them); ``v:`` and
+    ``i:`` keys (sets, lists by index) make their list one owned field.
+    """
     out: set[FieldPath] = set()
     for key, sub in fields.items():
-        if not key.startswith("f:"):
+        if key == ITEM:
+            out.add((*prefix, ITEM))
             continue
-        path = (*prefix, key[2:])
+        if key.startswith("k:"):
+            path = (*prefix, "k:" + json.dumps(json.loads(key[2:]), separators=(",", ":")))
+        elif key.startswith("f:"):
+            path = (*prefix, key[2:])
+        else:
+            continue
         sub = sub if isinstance(sub, Mapping) else {}
-        if any(k.startswith("f:") for k in sub):
+        if any(k.startswith(("f:", "k:")) or k == ITEM for k in sub):
             out |= paths_from_fields_v1(sub, path)
         else:
             out.add(path)
     return out
 
 
+def _find_item(items: list[Any], key: str) -> int | None:
+    want = json.loads(key[2:])
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and all(item.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items()):
+            return index
+    return None
+
+
+#: The defaults of map-list key fields (a port without protocol is TCP).
+_KEY_DEFAULTS: dict[str, Any] = {k: v for _, defaults in MAP_LISTS.values() for k, v in defaults.items()}
+
+
 def get_path(obj: Any, path: FieldPath) -> Any:
+    """The value at ``path`` (map-list items by ``k:`` key), or :data:`MISSING`."""
     for key in path:
-        if not isinstance(obj, dict) or key not in obj:
+        if key == ITEM:
+            return obj
+        if key.startswith("k:"):
+            index = _find_item(obj, key) if isinstance(obj, list) else None
+            if index is None:
+                return MISSING
+            obj = obj[index]
+        elif not isinstance(obj, dict) or key not in obj:
             return MISSING
-        obj = obj[key]
+        else:
+            obj = obj[key]
     return obj
 
 
 def set_path(obj: JSON, path: FieldPath, value: Any) -> None:
-    for key in path[:-1]:
-        child = obj.get(key)
-        if not isinstance(child, dict):
-            child = obj[key] = {}
-        obj = child
-    if isinstance(value, dict) and not value and isinstance(obj.get(path[-1]), dict):
+    """Set the field at ``path``, making the maps, lists and map-list items on the way."""
+    node: Any = obj
+    for depth, key in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        if key.startswith("k:"):
+            index = _find_item(node, key)
+            if index is None:
+                node.append({})
+                index = len(node) - 1
+            node = node[index]
+            continue
+        child = node.get(key)
+        if nxt.startswith("k:"):
+            if not isinstance(child, list):
+                child = node[key] = []
+        elif not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    last = path[-1]
+    if last == ITEM:
+        node.update({k: copy.deepcopy(v) for k, v in value.items() if k not in node})
+        return
+    if isinstance(value, dict) and not value and isinstance(node.get(last), dict):
         return  # owning an empty map keeps the keys others put in it
-    obj[path[-1]] = copy.deepcopy(value)
+    node[last] = copy.deepcopy(value)
 
 
 def delete_path(obj: JSON, path: FieldPath, kept: Callable[[FieldPath], bool]) -> None:
-    """Remove a field, then the parent maps it leaves empty (unless someone owns them)."""
-    parents: list[JSON] = []
+    """Remove a field (or a map-list item), then the parent maps it leaves empty (unless owned)."""
+    if path[-1] == ITEM:
+        items = get_path(obj, path[:-2])
+        index = _find_item(items, path[-2]) if isinstance(items, list) else None
+        if index is not None:
+            del items[index]
+            if not items and not kept(path[:-2]):
+                delete_path(obj, path[:-2], kept)
+        return
+    parents: list[Any] = []
     node: Any = obj
     for key in path[:-1]:
-        if not isinstance(node, dict) or key not in node:
-            return
         parents.append(node)
-        node = node[key]
+        node = get_path(node, (key,))
+        if node is MISSING:
+            return
     if not isinstance(node, dict):
         return
     node.pop(path[-1], None)
     for depth in range(len(path) - 1, 0, -1):
         parent_path = path[:depth]
         container = parents[depth - 1]
+        if not isinstance(container, dict) or path[depth - 1].startswith("k:"):
+            return  # a map-list item goes with its "." field, not when emptied
         value = container.get(path[depth - 1])
-        if parent_path == ("metadata",) or value != {} or kept(parent_path):
+        if parent_path == ("metadata",) or value not in ({}, []) or kept(parent_path):
             return
         del container[path[depth - 1]]
 
@@ -145,33 +241,60 @@ def conflicts_at(q: FieldPath, applied: Mapping[FieldPath, Any], old: JSON, new:
 
 
 def field_text(path: FieldPath) -> str:
-    return "." + ".".join(path)
+    """A path as the API server prints it: ``.spec.ports[port=10250,protocol="TCP"].name``."""
+    out = ""
+    for key in path:
+        if key == ITEM:
+            continue
+        if key.startswith("k:"):
+            fields = json.loads(key[2:])
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in fields.items()) + "]"
+        else:
+            out += "." + key
+    return out
+
+
+def _manager_text(owner: Owner) -> str:
+    # As k8s.io/apiserver's fieldmanager prints a manager: an Update names its
+    # apiVersion and time, an Apply only its name.
+    text = json.dumps(owner.manager)
+    if owner.subresource:
+        text += f" with subresource {json.dumps(owner.subresource)}"
+    if owner.operation == "Update":
+        text += f" using {owner.api_version} at {owner.time}"
+    return text
 
 
 def conflict_error(
     conflicts: list[tuple[tuple[str, str], FieldPath]], owners: Mapping[Any, Owner]
 ) -> FakeApiError:
-    lines = []
+    """The 409 of an apply that would change fields other managers own."""
     causes = []
+    by_manager: dict[str, list[str]] = {}
     for key, path in conflicts:
-        owner = owners[key]
-        who = f'conflict with "{owner.manager}"'
-        if owner.operation != "Apply":
-            who += f" ({owner.operation})"
-        lines.append(f"{who} using {owner.api_version}: {field_text(path)}")
-        causes.append({"type": "FieldManagerConflict", "message": who, "field": field_text(path)})
+        who = _manager_text(owners[key])
+        causes.append(
+            {"reason": "FieldManagerConflict", "message": f"conflict with {who}", "field": field_text(path)}
+        )
+        by_manager.setdefault(who, []).append(field_text(path))
+    if len(conflicts) == 1:
+        text = f"conflict with {next(iter(by_manager))}: {causes[0]['field']}"
+    else:
+        text = "\n".join(
+            f"conflicts with {who}:\n" + "\n".join(f"- {p}" for p in paths)
+            for who, paths in by_manager.items()
+        )
     plural = "s" if len(conflicts) > 1 else ""
     return FakeApiError(
-        409,
-        f"Apply failed with {len(conflicts)} conflict{plural}: " + "; ".join(lines),
-        details={"causes": causes},
+        409, f"Apply failed with {len(conflicts)} conflict{plural}: {text}", details={"causes": causes}
     )
 
 
 def held(path: FieldPath, remaining: set[FieldPath], obj: JSON) -> bool:
     """Whether a field dropped by its applier must stay because someone else holds it."""
+    base = path[:-1] if path[-1] == ITEM else path  # a map-list item stays while any field of it is owned
     for other in remaining:
-        if other[: len(path)] == path:
+        if other[: len(base)] == base:
             return True  # the same field, or one inside it
         if path[: len(other)] == other and not isinstance(get_path(obj, other), dict):
             return True  # inside an atomic field someone owns
@@ -187,17 +310,21 @@ def merge(
     *,
     force: bool,
     default: Callable[[JSON], None],
-) -> tuple[JSON, dict[tuple[str, str], Owner]]:
-    """Apply ``applied`` (leaf path -> value) as ``manager`` to ``base``: (merged object, new owners).
+) -> tuple[JSON, JSON, dict[tuple[str, str], Owner]]:
+    """Apply ``applied`` (path -> value) as ``manager`` to ``base``: (merged, raw, new owners).
 
     Fields other managers own and this apply changes are conflicts: a 409
     (:class:`FakeApiError`) without ``force``, a transfer of ownership with it.
     Fields the manager applied before and dropped now are removed unless
-    someone else still holds them. ``default`` fills in the server's defaults.
+    someone else still holds them. ``default`` fills in the server's defaults
+    in ``merged``; ``raw`` is the same merge without them, as the API server
+    compares it with the live object to decide whether the applier's
+    managedFields entry is re-stamped (see :func:`restamps`).
     """
-    merged = copy.deepcopy(base)
+    raw = copy.deepcopy(base)
     for path, value in applied.items():
-        set_path(merged, path, value)
+        set_path(raw, path, value)
+    merged = copy.deepcopy(raw)
     default(merged)
 
     me = (manager, "Apply")
@@ -231,11 +358,27 @@ def merge(
     for owner in new_owners.values():
         remaining |= owner.paths
     previous = owners[me].paths if me in owners else frozenset()
-    for path in sorted(previous - new_paths, key=len, reverse=True):
+    # Whole map-list items first (found by their key fields), then the deepest fields.
+    for path in sorted(previous - new_paths, key=lambda p: (p[-1] != ITEM, -len(p))):
         if not held(path, remaining, merged):
             delete_path(merged, path, remaining.__contains__)
+            delete_path(raw, path, remaining.__contains__)
     default(merged)
-    return merged, new_owners
+    return merged, raw, new_owners
+
+
+def restamps(raw: JSON, live: JSON | None, null_fields: Callable[[JSON], JSON]) -> bool:
+    """Whether an apply re-stamps its managedFields entry, and so writes.
+
+    kube-apiserver compares the merge *before* defaulting with the live object:
+    an atomic list applied without the fields the server defaults in it (an
+    EndpointSlice endpoint without ``conditions``), or an empty map or list the
+    server then drops (``annotations: {}``, ``subsets: []``), differs every
+    time, so every such apply writes a new managedFields time and a new
+    resourceVersion, though the object is the same. (The real server does
+    that once the time stamp's second has changed; the fake always does.)
+    """
+    return live is None or null_fields(raw) != live
 
 
 def managed_fields(owners: Iterable[Owner]) -> list[JSON]:
