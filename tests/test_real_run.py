@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
+from lib import desired
 from lib.kube import Api, Deadline, WriteConflict, load_client
 from tests.fakeapi import make_node
 from tests.realserver import RealApiServer
@@ -196,8 +197,8 @@ def test_after_prometheus_operator_warn_then_take_over_then_write_nothing(
     assert ep_ips == slice_ips == ["1.2.3.4", "10.0.0.5", "10.0.0.6"]
     ep = real.ok("GET", f"/api/v1/namespaces/{ns}/endpoints/{service}")
     assert {a["ip"]: a["nodeName"] for a in ep["subsets"][0]["addresses"]}["1.2.3.4"] == "node-b"
-    assert set(ep["metadata"]["labels"]) == {"k8s-app", "app.kubernetes.io/name", "app.kubernetes.io/managed-by",
-                                             "endpointslice.kubernetes.io/skip-mirror"}  # fmt: skip
+    ours = {"k8s-app", "app.kubernetes.io/name", "app.kubernetes.io/managed-by", desired.SKIP_MIRROR}
+    assert set(ep["metadata"]["labels"]) == ours
 
     before = versions(real, ns)
     for args in ((), ("--take-over",)):
