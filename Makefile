@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SOURCES := lib reconciler.py
 PYFILES := $(SOURCES) tests $(wildcard bench)
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint manifests k8s-tools bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/pytest
+
+# helm and kubectl (with kustomize) for the chart and kustomize tests and for
+# `make manifests`, cached under ~/.cache/kubelet-endpoints-reconciler.
+k8s-tools:
+	tests/tools/install-k8s-tools.sh
+
+# cronjob.yaml and deploy/cronjob.yaml are rendered from the Helm chart, and
+# the chart's files/ copy deploy/alerts.yaml and deploy/servicemonitor.yaml:
+# edit the sources, then run this (tests/test_chart.py fails when stale).
+manifests: $(VENV)/.runtime k8s-tools
+	$(BIN)/python -m tests.tools.manifests
 
 # The benchmark (README "Performance"): 1,000 / 5,000 / 15,000 nodes of ~20 KB
 # served by the fake API server in a process of its own; about 15 minutes.

@@ -41,6 +41,10 @@ from tests.fakeapi import FakeApiServer, Request, make_node
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+#: Where the published docs/operations.md is; the Helm chart's default runbookBaseUrl.
+RUNBOOK_BASE_URL = yaml.safe_load(
+    (ROOT / "charts" / "kubelet-endpoints-reconciler" / "values.yaml").read_text()
+)["runbookBaseUrl"]
 #: Oldest (pod failure policy on by default since 1.26; 1.29 is the oldest
 #: still-supported minor we validate) and newest schemas kubernetes-validate has.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
@@ -126,6 +130,21 @@ def _rbac_of(request: Request) -> Iterator[tuple[str, str, str]]:
         yield "create", group, resource
 
 
+#: SPEC, "Kubernetes versions and permissions": exactly these, no more.
+SPEC_GRANTS = {
+    ("list", "", "nodes"),
+    *(
+        ("get", "", "services"),
+        ("list", "", "services"),
+        ("create", "", "services"),
+        ("patch", "", "services"),
+    ),
+    ("update", "", "services/finalizers"),
+    *(("get", "", "endpoints"), ("create", "", "endpoints"), ("patch", "", "endpoints")),
+    *((verb, "discovery.k8s.io", "endpointslices") for verb in ("list", "create", "patch", "delete")),
+}
+
+
 def _granted() -> dict[str, set[tuple[str, str, str]]]:
     """Per role kind, the (verb, apiGroup, resource) it grants."""
     out: dict[str, set[tuple[str, str, str]]] = {}
@@ -192,7 +211,14 @@ def test_rbac_grants_exactly_what_the_reconciler_issues(fake: FakeApiServer, kub
     assert all(r.status not in (401, 403) for r in fake.requests)
     used = {grant for request in fake.requests for grant in _rbac_of(request)}
     granted = _granted()
-    assert used == granted["ClusterRole"] | granted["Role"]
+    assert granted["ClusterRole"] | granted["Role"] == SPEC_GRANTS
+    # Everything used is granted; what is granted but not in the fake's log:
+    # services/finalizers update (checked by the API server's
+    # OwnerReferencesPermissionEnforcement admission plugin, which the fake
+    # does not have: proven on the real server only) and services list (the
+    # foreign kubelet Service warning, until the code issues it).
+    assert used <= SPEC_GRANTS
+    assert SPEC_GRANTS - used <= {("update", "", "services/finalizers"), ("list", "", "services")}
     # Cluster-scoped grants only for cluster-scoped resources, and the other way round.
     assert {resource for _, _, resource in granted["ClusterRole"]} == {"nodes"}
     assert "nodes" not in {resource for _, _, resource in granted["Role"]}
@@ -425,7 +451,9 @@ def test_every_alert_links_a_runbook_in_the_docs() -> None:
     anchors = _github_anchors(OPERATIONS)
     for rule in RULES:
         url = rule["annotations"]["runbook_url"]
-        assert url.startswith("docs/operations.md#"), url
+        # Absolute, so Alertmanager and Grafana can open it; the chart's
+        # runbookBaseUrl and deploy/components/runbook-base-url move the base.
+        assert url.startswith(RUNBOOK_BASE_URL + "#"), url
         assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: no heading in docs/operations.md for {url}"
 
 
