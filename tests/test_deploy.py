@@ -1,4 +1,4 @@
-"""The deployment artefacts are real and checked (Dockerfile, deploy/*.yaml, the README's runbooks).
+"""The deployment artefacts are real and checked (Dockerfile, deploy/*.yaml, the runbooks in docs/).
 
 * ``cronjob.yaml`` validates against the Kubernetes schemas
   (``kubernetes-validate``, offline, strict) of the oldest and newest version
@@ -11,7 +11,7 @@
   fields we use, then the PromQL of every alert parsed (``promql-parser``),
   its series checked against kube-state-metrics' names and labels, and the
   labels it templates checked to exist on its result. Every exit code is
-  covered by an alert, and every alert's runbook exists in the README.
+  covered by an alert, and every alert's runbook exists in docs/operations.md.
 * ``Dockerfile``: parsed for what the image must be (two pinned stages,
   non-root, exec-form entrypoint, no tests inside) and linted with hadolint.
 """
@@ -40,7 +40,11 @@ from tests.fakeapi import FakeApiServer, Request, make_node
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+#: Where the published docs/operations.md is; the Helm chart's default runbookBaseUrl.
+RUNBOOK_BASE_URL = yaml.safe_load(
+    (ROOT / "charts" / "kubelet-endpoints-reconciler" / "values.yaml").read_text()
+)["runbookBaseUrl"]
 #: Oldest (pod failure policy on by default since 1.26; 1.29 is the oldest
 #: still-supported minor we validate) and newest schemas kubernetes-validate has.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
@@ -126,6 +130,21 @@ def _rbac_of(request: Request) -> Iterator[tuple[str, str, str]]:
         yield "create", group, resource
 
 
+#: SPEC, "Kubernetes versions and permissions": exactly these, no more.
+SPEC_GRANTS = {
+    ("list", "", "nodes"),
+    *(
+        ("get", "", "services"),
+        ("list", "", "services"),
+        ("create", "", "services"),
+        ("patch", "", "services"),
+    ),
+    ("update", "", "services/finalizers"),
+    *(("get", "", "endpoints"), ("create", "", "endpoints"), ("patch", "", "endpoints")),
+    *((verb, "discovery.k8s.io", "endpointslices") for verb in ("list", "create", "patch", "delete")),
+}
+
+
 def _granted() -> dict[str, set[tuple[str, str, str]]]:
     """Per role kind, the (verb, apiGroup, resource) it grants."""
     out: dict[str, set[tuple[str, str, str]]] = {}
@@ -194,10 +213,11 @@ def test_rbac_grants_exactly_what_the_reconciler_issues(fake: FakeApiServer, kub
     assert all(r.status not in (401, 403) for r in fake.requests)
     used = {grant for request in fake.requests for grant in _rbac_of(request)}
     granted = _granted()
+    assert granted["ClusterRole"] | granted["Role"] == SPEC_GRANTS
     # blockOwnerDeletion needs update on services/finalizers only under the
     # OwnerReferencesPermissionEnforcement admission plugin, which the fake does
     # not model: tests/test_real_rbac.py proves that rule on the real server.
-    assert used | {("update", "", "services/finalizers")} == granted["ClusterRole"] | granted["Role"]
+    assert used | {("update", "", "services/finalizers")} == SPEC_GRANTS
     # Cluster-scoped grants only for cluster-scoped resources, and the other way round.
     assert {resource for _, _, resource in granted["ClusterRole"]} == {"nodes"}
     assert "nodes" not in {resource for _, _, resource in granted["Role"]}
@@ -425,16 +445,18 @@ def _github_anchors(markdown: str) -> set[str]:
     return anchors
 
 
-def test_every_alert_links_a_runbook_in_the_readme() -> None:
-    anchors = _github_anchors(README)
+def test_every_alert_links_a_runbook_in_the_docs() -> None:
+    anchors = _github_anchors(OPERATIONS)
     for rule in RULES:
         url = rule["annotations"]["runbook_url"]
-        assert url.startswith("README.md#"), url
-        assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: no README heading for {url}"
+        # Absolute, so Alertmanager and Grafana can open it; the chart's
+        # runbookBaseUrl and deploy/components/runbook-base-url move the base.
+        assert url.startswith(RUNBOOK_BASE_URL + "#"), url
+        assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: no heading in docs/operations.md for {url}"
 
 
-def test_the_readme_has_a_runbook_for_every_exit_code() -> None:
-    section = README.split("## Alerting and runbooks", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_have_a_runbook_for_every_exit_code() -> None:
+    section = OPERATIONS.split("## Alerting and runbooks", 1)[1].split("\n## ", 1)[0]
     for code in ExitCode:
         if code != ExitCode.OK:
             assert re.search(rf"^#+ exit {int(code)}\b", section, re.MULTILINE), (
