@@ -7,7 +7,6 @@ through ``lib.run.main`` with the real ``kubernetes`` client over HTTPS.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,9 @@ import structlog
 from lib import desired
 from lib.kube import Api, Deadline, WriteConflict, load_client
 from tests.fakeapi import make_node
+from tests.operator import OPERATOR, SLICES, operator_objects, seed_case
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main
-
-SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
-OPERATOR = "prometheus-operator"
 
 
 def nodes(n: int, prefix: str = "n") -> list[dict[str, Any]]:
@@ -93,85 +90,13 @@ def test_one_node_change_rewrites_one_slice_and_the_endpoints(real: RealApiServe
     assert r.finished["removed"] == ["10.0.0.121"]
 
 
-def _operator_objects(real: RealApiServer, ns: str, service: str) -> None:
-    """What prometheus-operator's kubelet controller leaves: plain create/update, three ports,
-    every node's address (duplicates included), and a generateName slice of its own."""
-    q = {"fieldManager": OPERATOR}
-    ports = [
-        {"name": "https-metrics", "port": 10250},
-        {"name": "http-metrics", "port": 10255},
-        {"name": "cadvisor", "port": 4194},
-    ]
-    labels = {
-        "k8s-app": "kubelet",
-        "app.kubernetes.io/name": "kubelet",
-        "app.kubernetes.io/managed-by": OPERATOR,
-    }
-    real.ok(
-        "POST",
-        f"/api/v1/namespaces/{ns}/services",
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": service, "labels": labels},
-            "spec": {"clusterIP": "None", "ports": ports},
-        },
-        query=q,
-    )
-    addresses = [
-        {
-            "ip": n["status"]["addresses"][0]["address"],
-            "targetRef": {"kind": "Node", "name": n["metadata"]["name"]},
-        }
-        for n in real.nodes()
-    ]
-    real.ok(
-        "POST",
-        f"/api/v1/namespaces/{ns}/endpoints",
-        {
-            "apiVersion": "v1",
-            "kind": "Endpoints",
-            "metadata": {"name": service, "labels": labels},
-            "subsets": [{"addresses": addresses, "ports": ports}],
-        },
-        query=q,
-    )
-    real.ok(
-        "POST",
-        SLICES.format(ns=ns),
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "generateName": f"{service}-",
-                "labels": {
-                    **labels,
-                    "kubernetes.io/service-name": service,
-                    "endpointslice.kubernetes.io/managed-by": OPERATOR,
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [a["ip"]], "conditions": {"ready": True}} for a in addresses],
-            "ports": ports,
-        },
-        query=q,
-    )
-
-
-def _seed_case(real: RealApiServer) -> None:
-    """The seed case: node A NotReady keeps 1.2.3.4, the newer node B is given it; two Ready nodes more."""
-    real.create_nodes([make_node("node-a", "1.2.3.4", ready="Unknown"), make_node("node-c", "10.0.0.5")])
-    time.sleep(1.1)  # creationTimestamp has one-second resolution: node-b is newer
-    real.create_nodes([make_node("node-b", "1.2.3.4"), make_node("node-d", "10.0.0.6")])
-
-
 @pytest.mark.parametrize("service", ["kubelet", "kube-prometheus-stack-kubelet"])
 def test_after_prometheus_operator_warn_then_take_over_then_write_nothing(
     real: RealApiServer, tmp_path: Path, service: str
 ) -> None:
-    _seed_case(real)
+    seed_case(real)
     ns = real.new_namespace()
-    _operator_objects(real, ns, service)
+    operator_objects(real, ns, service)
     assert published(real, ns, service)[0].count("1.2.3.4") == 2  # the duplicate target
 
     plain = reconcile(real, tmp_path, ns, "--service-name", service)
@@ -211,9 +136,9 @@ def test_after_prometheus_operator_warn_then_take_over_then_write_nothing(
 def test_dry_run_take_over_shows_what_it_would_do_and_changes_nothing(
     real: RealApiServer, tmp_path: Path
 ) -> None:
-    _seed_case(real)
+    seed_case(real)
     ns = real.new_namespace()
-    _operator_objects(real, ns, "kubelet")
+    operator_objects(real, ns, "kubelet")
     before = versions(real, ns)
     r = reconcile(real, tmp_path, ns, "--take-over", "--dry-run")
     assert r.code == 0 and r.finished["outcome"] == "dry_run"
@@ -224,7 +149,7 @@ def test_dry_run_take_over_shows_what_it_would_do_and_changes_nothing(
 def test_another_kubelet_service_is_warned_about_and_left_alone(real: RealApiServer, tmp_path: Path) -> None:
     real.create_nodes(nodes(3))
     ns = real.new_namespace()
-    _operator_objects(real, ns, "kps-kubelet")
+    operator_objects(real, ns, "kps-kubelet")
     before = versions(real, ns)
     r = reconcile(real, tmp_path, ns, "--take-over")
     assert r.code == 0
