@@ -47,6 +47,7 @@ class Config:
     dry_run: bool = False
     timeout: float = 50.0
     allow_empty: bool = False
+    take_over: bool = False
     log_format: str = "json"
     log_level: str = "info"
     termination_log: str = "/dev/termination-log"
@@ -111,6 +112,12 @@ def _parser() -> _Parser:
         const="true",
         help="allow publishing an empty set over a non-empty one",
     )
+    add(
+        "--take-over",
+        action="store_const",
+        const="true",
+        help="make our objects wholly ours and delete foreign slices of our Service",
+    )
     add("--log-format", choices=("json", "console"), help="json lines (default) or console")
     add("--log-level", choices=LOG_LEVELS, help="debug, info (default), warning, error")
     add(
@@ -165,7 +172,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     defaults = Config()
     values: dict[str, Any] = {}
     for dest, value in raw.items():
-        if dest in ("http_metrics", "dry_run", "allow_empty"):
+        if dest in ("http_metrics", "dry_run", "allow_empty", "take_over"):
             values[dest] = _bool(dest, value)
         elif dest == "max_endpoints_per_slice":
             values[dest] = int(_number(dest, value, int))

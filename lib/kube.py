@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -45,10 +45,11 @@ PAGE_SIZE = 500
 MAX_LIST_RESTARTS = 3
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_CONTENT_TYPE = "application/json"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 _TRANSIENT_STATUS = {429} | set(range(500, 600))
 #: A request body: bytes are sent as they are (apply bodies, already encoded
-#: byte-stable); a dict is JSON-encoded by the client (delete options).
-Body = bytes | dict[str, Any] | None
+#: byte-stable); a dict or list is JSON-encoded by the client (delete options, JSON patches).
+Body = bytes | dict[str, Any] | list[dict[str, Any]] | None
 
 
 class Deadline:
@@ -388,26 +389,48 @@ class Api:
             raise _rejected(f"apply {path}", exc) from None
         return result if isinstance(result, dict) else {}
 
+    def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]], dry_run: bool) -> dict[str, Any]:
+        """A JSON patch (RFC 6902); a failed ``test`` op is 422, a changed object's version 409."""
+        query = {"dryRun": "All"} if dry_run else {}
+        # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
+        body = [dict(op) for op in ops]
+        try:
+            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE).body
+        except HttpError as exc:
+            if exc.status == 422:
+                # The real server answers a failed "test" op with a bare 422 Invalid
+                # ("the server rejected our request due to an error in our request"):
+                # the object changed since we read it. Read and plan again.
+                raise WriteConflict(
+                    f"patch {path} rejected: {exc} (the object changed since it was read)"
+                ) from None
+            raise _rejected(f"patch {path}", exc) from None
+        return result if isinstance(result, dict) else {}
+
     def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
         """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""
-        query = {"dryRun": "All"} if dry_run else {}
-        body: dict[str, Any] | None = None
+        # Everything in the DeleteOptions body: when a DELETE has a body, the
+        # API server reads its options from the body alone and ignores the
+        # query, so a dryRun=All query beside a preconditions body deletes for
+        # real (seen on kube-apiserver v1.24; handlers/delete.go).
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if dry_run:
+            body["dryRun"] = ["All"]
         if resource_version:
-            options = {"kind": "DeleteOptions", "apiVersion": "v1"}
-            body = {**options, "preconditions": {"resourceVersion": resource_version}}
+            body["preconditions"] = {"resourceVersion": resource_version}
         try:
-            self.request("DELETE", path, query, body)
+            self.request("DELETE", path, {}, body)
         except HttpError as exc:
             if exc.status != 404:
                 raise _rejected(f"delete {path}", exc) from None
 
 
-class Conflict(WriteRejected):
-    """409: the object changed since it was read (or another manager holds a field)."""
+class WriteConflict(WriteRejected):
+    """409 on a write: the object changed since it was read (not an IP claimed by two nodes)."""
 
 
 def _rejected(what: str, exc: HttpError) -> WriteRejected:
-    cls = Conflict if exc.status == 409 else WriteRejected
+    cls = WriteConflict if exc.status == 409 else WriteRejected
     return cls(f"{what} rejected: {exc}")
 
 
