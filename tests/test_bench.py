@@ -11,15 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8: plan.up_to_date compares our body's apiVersion/kind with list items, which carry none",
-)
 def test_smoke_run_measures_every_variant_and_passes_its_checks(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(

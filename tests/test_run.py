@@ -220,10 +220,6 @@ def test_objects_are_written_by_forced_server_side_apply_as_spec_says(fake: Fake
     assert sl["endpoints"][0]["conditions"] == {"ready": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8: plan.up_to_date compares our body's apiVersion/kind with list items, which carry none",
-)
 def test_second_run_writes_nothing_and_changes_no_resource_version(fake: FakeApiServer, run: Any) -> None:
     fake.set_nodes([*nodes(5), make_node("v6", [("InternalIP", "fd00::9")])])
     assert run().code == 0
@@ -268,10 +264,6 @@ def test_slices_split_at_max_endpoints_per_slice(fake: FakeApiServer, run: Any) 
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8: plan.up_to_date compares our body's apiVersion/kind with list items, which carry none",
-)
 def test_one_node_coming_or_going_rewrites_one_slice(fake: FakeApiServer, run: Any) -> None:
     fake.set_nodes(nodes(9))
     assert run("--max-endpoints-per-slice", "3").code == 0
