@@ -432,6 +432,18 @@ def test_resource_version_and_uid_preconditions_on_delete(api: Api, kind: str) -
     assert api.get(kind, "obj").status == 404
 
 
+def test_a_delete_with_a_body_reads_its_options_from_the_body_alone(api: Api) -> None:
+    """dryRun in the query beside a DeleteOptions body is ignored: the object is deleted for real."""
+    for name in ("in-body", "in-query"):
+        api.apply(endpoints(name))
+    kept = api.request("DELETE", api.path("Endpoints", "in-body"), {"dryRun": ["All"], "preconditions": {}})
+    assert kept.status == 200 and api.get("Endpoints", "in-body").status == 200
+    gone = api.request(
+        "DELETE", api.path("Endpoints", "in-query"), {"preconditions": {}}, query={"dryRun": "All"}
+    )
+    assert gone.status == 200 and api.get("Endpoints", "in-query").status == 404
+
+
 # --- when an apply writes -------------------------------------------------------------------
 
 

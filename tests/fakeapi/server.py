@@ -855,6 +855,10 @@ class FakeApiServer:
         dry_run = _dry_run(query, "DeleteOptions")
         options: Any = {}
         if body.strip():
+            # With a body, the real server reads the options from the body alone
+            # and ignores the query (apiserver handlers/delete.go): a dryRun=All
+            # query beside a preconditions body deletes for real.
+            dry_run = False
             try:
                 options = json.loads(body)
             except ValueError:
