@@ -261,6 +261,8 @@ def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[st
         def refresh(c: Any) -> None:
             with _exec_errors_captured() as errors:
                 hook(c)
+            # The loader's hook re-installs itself (and its untrimmed token).
+            c.refresh_api_key_hook = refresh
             if errors:
                 raise ConfigError(_plugin_failed(source, plugin, errors))
             _check_credential(c, source)

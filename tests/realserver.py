@@ -215,7 +215,9 @@ class RealApiServer:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "real", "cluster": {"server": self.url, "certificate-authority": self.ca_file}}],
+            "clusters": [
+                {"name": "real", "cluster": {"server": self.url, "certificate-authority": self.ca_file}}
+            ],
             "users": [{"name": "real", "user": {"token": token or self.admin_token}}],
             "contexts": [{"name": "real", "context": {"cluster": "real", "user": "real"}}],
             "current-context": "real",
@@ -271,7 +273,11 @@ class RealApiServer:
     def new_namespace(self, prefix: str = "t") -> str:
         """A fresh namespace (nothing deletes namespaces here: no namespace controller)."""
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        self.ok("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.ok(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
         return name
 
     def create_nodes(self, nodes: Iterable[Mapping[str, Any]], workers: int = 8) -> None:
