@@ -206,6 +206,10 @@ def _shape_problem(body: Any, expect: str) -> str | None:
         return "not a list (no items)"
     if expect == "object" and not isinstance(body.get("metadata"), dict):
         return "not an object (no metadata)"
+    # A delete answers with the object (now being deleted) or a Success Status.
+    success = body.get("kind") == "Status" and body.get("status") == "Success"
+    if expect == "deleted" and not success and not isinstance(body.get("metadata"), dict):
+        return "neither the deleted object nor a Success Status"
     return None
 
 
@@ -592,8 +596,8 @@ class Api:
         """One logical request, retried on transient failures until the deadline.
 
         ``expect``: what a 2xx body must be, else it is retried like a 5xx:
-        "object" (has ``metadata``), "list" (has an ``items`` list) or "any"
-        (a JSON object).
+        "object" (has ``metadata``), "list" (has an ``items`` list),
+        "deleted" (an object or a Success Status) or "any" (a JSON object).
         """
         query = query or {}
         retrying = tenacity.Retrying(
@@ -754,7 +758,7 @@ class Api:
             options = {"kind": "DeleteOptions", "apiVersion": "v1"}
             body = {**options, "preconditions": {"resourceVersion": resource_version}}
         try:
-            self.request("DELETE", path, query, body)
+            self.request("DELETE", path, query, body, expect="deleted")
         except HttpError as exc:
             if exc.status != 404:
                 raise _rejected(f"delete {path}", exc) from None

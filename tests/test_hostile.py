@@ -550,3 +550,19 @@ def test_item11_insecure_skip_tls_verify_warns_once_in_the_log(real: RealApiServ
     warned = [e for e in events if e["event"] == "library_warning"]
     assert len(warned) == 1 and warned[0]["category"] == "InsecureRequestWarning"
     assert events[-1]["event"] == "reconcile_finished" and events[-1]["requests"] > 1
+
+
+def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
+    fake: FakeApiServer, kubeconfig: str
+) -> None:
+    # Found by the fault soak: "{}" to a slice DELETE counted as deleted
+    # while the slice stayed (and published a removed node's IP).
+    args = ["--kubeconfig", kubeconfig, "--termination-log", "", "--max-endpoints-per-slice", "1"]
+    fake.set_nodes([make_node("node-a", "10.0.0.1"), make_node("node-b", "10.0.0.2")])
+    assert run_main(args, {}).code == 0
+    fake.set_nodes([make_node("node-a", "10.0.0.1")])
+    fake.inject("DELETE", ".*", body=b"{}", times=-1)
+    run = run_main([*args, "--timeout", "1.5"], {})
+    assert run.code == 4, run.finished
+    assert "neither the deleted object nor a Success Status" in run.finished["reason"]
+    assert run.named("endpointslice_deleted") == []
