@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SOURCES := lib reconciler.py
 PYFILES := $(SOURCES) tests $(wildcard bench)
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint manifests k8s-tools bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,12 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-# With KUBECONFIG set: reconcile that cluster (pass flags in ARGS, e.g.
-# ARGS="--dry-run --log-format console"). Without it: the built-in demo cluster.
+# The built-in demo cluster, always: a first command copied from the README
+# must be safe anywhere, so KUBECONFIG and ~/.kube/config are ignored here.
+# A real cluster is always an explicit command: `.venv/bin/python
+# reconciler.py --dry-run ...`, which the demo prints at its end.
 run: $(VENV)/.runtime
-ifdef KUBECONFIG
-	@echo "make run: reconciling the cluster in KUBECONFIG=$(KUBECONFIG)"
-	$(BIN)/python reconciler.py $(ARGS)
-else
 	$(BIN)/python -m tests.demo $(ARGS)
-endif
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(PYFILES)
@@ -39,6 +36,17 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/pytest
+
+# helm and kubectl (with kustomize) for the chart and kustomize tests and for
+# `make manifests`, cached under ~/.cache/kubelet-endpoints-reconciler.
+k8s-tools:
+	tests/tools/install-k8s-tools.sh
+
+# cronjob.yaml and deploy/cronjob.yaml are rendered from the Helm chart, and
+# the chart's files/ copy deploy/alerts.yaml and deploy/servicemonitor.yaml:
+# edit the sources, then run this (tests/test_chart.py fails when stale).
+manifests: $(VENV)/.runtime k8s-tools
+	$(BIN)/python -m tests.tools.manifests
 
 # The benchmark (README "Performance"): 1,000 / 5,000 / 15,000 nodes of ~20 KB
 # served by the fake API server in a process of its own; about 15 minutes.

@@ -24,7 +24,7 @@ and peak RSS of the child from ``os.wait4``):
 Variants are interleaved round by round so a noisy neighbour hits them
 alike; each figure is the median of the runs with min and max. Results are
 printed as Markdown and saved to ``bench/out/``; the invariants (no write and
-no resourceVersion change when nothing changed, node pages + 3 reads, at most
+no resourceVersion change when nothing changed, node pages + 4 reads, at most
 one slice per family rewritten for one node, bodies under 3 MiB) are checked
 and a failure makes the exit code 1.
 """
@@ -281,7 +281,7 @@ class Bench:
         result["versions_unchanged"] = server("versions")["versions"] == before
         self.check(summary["writes"] == 0, f"{n}: unchanged cluster, {summary['writes']} writes")
         self.check(result["versions_unchanged"], f"{n}: unchanged cluster, a resourceVersion changed")
-        expected = result["pages"] + 3
+        expected = result["pages"] + 4  # Service, Endpoints, slices, kubelet Services
         self.check(log["requests"] == expected, f"{n}: unchanged cluster, {log['requests']} != {expected}")
 
     def one_node(self, n: int, server: Server, result: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _INTEGER = re.compile(r"[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 #: Boolean flags: each has a --no- form, so a flag can undo its environment variable.
-BOOLEAN_FLAGS = ("http_metrics", "dry_run", "allow_empty")
+BOOLEAN_FLAGS = ("http_metrics", "dry_run", "allow_empty", "take_over")
 # Longest suffix we add to the service name: "-ipv6-" plus a slice number.
 _SLICE_SUFFIX_ROOM = len("-ipv6-") + 4
 _TRUE = {"1", "true", "yes", "on"}
@@ -56,6 +56,7 @@ class Config:
     dry_run: bool = False
     timeout: float = 50.0
     allow_empty: bool = False
+    take_over: bool = False
     log_format: str = "json"
     log_level: str = "info"
     termination_log: str = "/dev/termination-log"
@@ -118,6 +119,11 @@ def _parser() -> _Parser:
         "--allow-empty",
         action=argparse.BooleanOptionalAction,
         help="allow publishing an empty set over a non-empty one",
+    )
+    add(
+        "--take-over",
+        action=argparse.BooleanOptionalAction,
+        help="make our objects wholly ours and delete foreign slices of our Service",
     )
     add("--log-format", choices=("json", "console"), help="json lines (default) or console")
     add("--log-level", choices=LOG_LEVELS, help="debug, info (default), warning, error")

@@ -28,7 +28,7 @@ FAMILIES = {4: "IPv4", 6: "IPv6"}
 
 
 @dataclass(frozen=True, slots=True)
-class Conflict:
+class IPConflict:
     """Several eligible nodes claimed one IP; the winner keeps it, losers are dropped."""
 
     ip: str
@@ -43,7 +43,7 @@ class Selection:
     nodes_total: int
     nodes_eligible: int
     published: tuple[NodeAddresses, ...]  # sorted by primary IP
-    conflicts: tuple[Conflict, ...] = ()
+    conflicts: tuple[IPConflict, ...] = ()
     skips: tuple[Skip, ...] = ()
 
     def ips(self, version: int | None = None) -> list[IPAddress]:
@@ -90,7 +90,7 @@ def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
             holder[ip] = cand
         published.append(cand)
     conflicts = tuple(
-        Conflict(str(ip), holder[ip].node.name, tuple(sorted(losers)))
+        IPConflict(str(ip), holder[ip].node.name, tuple(sorted(losers)))
         for ip, losers in sorted(lost.items(), key=lambda kv: ip_key(kv[0]))
     )
     published.sort(key=lambda n: ip_key(n.primary))

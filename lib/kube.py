@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -53,10 +53,11 @@ MAX_LIST_RESTARTS = 3
 MAX_NODES = 200_000
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_CONTENT_TYPE = "application/json"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 _TRANSIENT_STATUS = {429} | set(range(500, 600))
 #: A request body: bytes are sent as they are (apply bodies, already encoded
-#: byte-stable); a dict is JSON-encoded by the client (delete options).
-Body = bytes | dict[str, Any] | None
+#: byte-stable); a dict or list is JSON-encoded by the client (delete options, JSON patches).
+Body = bytes | dict[str, Any] | list[dict[str, Any]] | None
 
 
 class Deadline:
@@ -133,7 +134,7 @@ def _retry_after(raw: str | None) -> float | None:
         return None
 
 
-def _status_text(body: bytes) -> tuple[str, str]:
+def _status_text(body: bytes | bytearray) -> tuple[str, str]:
     """(reason, message) of a kind: Status error body, best effort, each cut to 256 characters."""
     try:
         doc = json.loads(body)
@@ -148,13 +149,16 @@ _SUCCESS = {200, 201, 202}
 #: No response body is read past this: a real node page of 500 nodes is ~10 MB.
 MAX_RESPONSE_BYTES = 64 << 20
 _CHUNK = 1 << 16
+_INFLATE_STEP = 1 << 20
 
 
-def _read_bounded(raw: Any, status: int) -> bytes:
+def _read_bounded(raw: Any, status: int) -> bytearray:
     """The body of ``raw`` (an unread urllib3 response), decompressed, at most MAX_RESPONSE_BYTES.
 
-    Read raw and decompressed here in bounded steps: urllib3 would expand a
-    1 MB gzip body to whatever it holds, and read a 1 GB body whole.
+    Read raw and decompressed here in bounded steps (1 MB out of the
+    decompressor at a time, one growing buffer, no copy at the end): urllib3
+    would expand a 1 MB gzip body to whatever it holds, and read a 1 GB body
+    whole.
     """
     encoding = (raw.headers.get("Content-Encoding") or "identity").strip().lower()
     try:
@@ -165,33 +169,33 @@ def _read_bounded(raw: Any, status: int) -> bytes:
             raise _too_large(status)
         # wbits 47: a gzip or zlib header, detected; "deflate" servers send zlib.
         inflate = zlib.decompressobj(47) if encoding != "identity" else None
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         while True:
             chunk = raw.read(_CHUNK, decode_content=False)
             if not chunk:
                 break
-            if inflate is not None:
-                # Never more than the cap and one byte out of one chunk in.
-                chunk = inflate.decompress(chunk, MAX_RESPONSE_BYTES + 1 - size)
-                if inflate.unconsumed_tail:
+            if inflate is None:
+                body += chunk
+            while chunk and inflate is not None:
+                # A 64 KB chunk of a gzip bomb holds 64 MB: take it 1 MB at a time.
+                body += inflate.decompress(chunk, _INFLATE_STEP)
+                chunk = inflate.unconsumed_tail
+                if len(body) > MAX_RESPONSE_BYTES:
                     raise _too_large(status)
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
+            if len(body) > MAX_RESPONSE_BYTES:
                 raise _too_large(status)
-            chunks.append(chunk)
         if inflate is not None:
-            tail = inflate.flush(MAX_RESPONSE_BYTES + 1 - size) if size <= MAX_RESPONSE_BYTES else b""
-            if size + len(tail) > MAX_RESPONSE_BYTES:
+            body += inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
+            if len(body) > MAX_RESPONSE_BYTES:
                 raise _too_large(status)
-            chunks.append(tail)
     except zlib.error:
+        raw.close()
         raise _Transient(f"{status} response: corrupt {encoding} body") from None
     except BaseException:
         raw.close()  # the rest of the body is never read: this connection is done
         raise
     raw.release_conn()
-    return b"".join(chunks)
+    return body
 
 
 def _too_large(status: int) -> ApiUnavailable:
@@ -750,15 +754,37 @@ class Api:
             raise _rejected(f"apply {path}", exc) from None
         return result if isinstance(result, dict) else {}
 
+    def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]], dry_run: bool) -> dict[str, Any]:
+        """A JSON patch (RFC 6902); a failed ``test`` op is 422, a changed object's version 409."""
+        query = {"dryRun": "All"} if dry_run else {}
+        # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
+        body = [dict(op) for op in ops]
+        try:
+            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE, expect="object").body
+        except HttpError as exc:
+            if exc.status == 422:
+                # The real server answers a failed "test" op with a bare 422 Invalid
+                # ("the server rejected our request due to an error in our request"):
+                # the object changed since we read it. Read and plan again.
+                raise WriteConflict(
+                    f"patch {path} rejected: {exc} (the object changed since it was read)"
+                ) from None
+            raise _rejected(f"patch {path}", exc) from None
+        return result if isinstance(result, dict) else {}
+
     def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
         """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""
-        query = {"dryRun": "All"} if dry_run else {}
-        body: dict[str, Any] | None = None
+        # Everything in the DeleteOptions body: when a DELETE has a body, the
+        # API server reads its options from the body alone and ignores the
+        # query, so a dryRun=All query beside a preconditions body deletes for
+        # real (seen on kube-apiserver v1.24; handlers/delete.go).
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if dry_run:
+            body["dryRun"] = ["All"]
         if resource_version:
-            options = {"kind": "DeleteOptions", "apiVersion": "v1"}
-            body = {**options, "preconditions": {"resourceVersion": resource_version}}
+            body["preconditions"] = {"resourceVersion": resource_version}
         try:
-            self.request("DELETE", path, query, body, expect="deleted")
+            self.request("DELETE", path, {}, body, expect="deleted")
         except HttpError as exc:
             if exc.status != 404:
                 raise _rejected(f"delete {path}", exc) from None
@@ -774,12 +800,12 @@ def _unique_names(nodes: list[NodeInfo]) -> None:
         names.add(node.name)
 
 
-class Conflict(WriteRejected):
-    """409: the object changed since it was read (or another manager holds a field)."""
+class WriteConflict(WriteRejected):
+    """409 on a write: the object changed since it was read (not an IP claimed by two nodes)."""
 
 
 def _rejected(what: str, exc: HttpError) -> WriteRejected:
-    cls = Conflict if exc.status == 409 else WriteRejected
+    cls = WriteConflict if exc.status == 409 else WriteRejected
     return cls(f"{what} rejected: {exc}")
 
 

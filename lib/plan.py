@@ -1,48 +1,31 @@
-"""The writes a run makes, pure: desired state and live objects in, a plan out.
+"""The whole write plan of a run, pure: desired state and live objects in, steps out.
 
 Given the :class:`~lib.desired.Selection` and what the API server holds now
-(:class:`Live`), decide which objects need an apply, which slices are
-deleted, and whether the empty-set guard trips (SPEC "Safety"). Objects that
-already hold what we would apply are left alone, so a run over an unchanged
-cluster costs reads only and changes no ``resourceVersion``.
+(:class:`~lib.live.Live`), decide every write (Service, Endpoints, slices,
+take-over), their order, the warnings about other writers, and whether the
+empty-set guard trips (SPEC "Safety"). ``lib.run`` only carries the plan out.
+Objects that already hold what we would apply are left alone, so a run over
+an unchanged cluster costs reads only and changes no ``resourceVersion``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from lib import desired
 from lib.config import Config
-from lib.desired import FAMILIES, SLICE_MANAGED_BY, Selection
-from lib.nodes import IPAddress, NodeAddresses, parse_ip
+from lib.desired import FAMILIES, Selection
+from lib.live import Live, LiveObject
+from lib.nodes import IPAddress, NodeAddresses
 from lib.placement import place
-
-#: Fields we set only sometimes. Omitting one from the apply body is how SSA
-#: removes it, so an object that still carries one we no longer set needs a
-#: write even though everything we do set matches.
-_SOMETIMES = (
-    ("metadata", "annotations", desired.OVER_CAPACITY),
-    ("metadata", "labels", desired.SKIP_MIRROR),
-    ("metadata", "ownerReferences"),
-    ("subsets",),
-)
-
-
-@dataclass(frozen=True)
-class Live:
-    """The objects the API server holds now (``None``: absent or not managed)."""
-
-    service: dict[str, Any] | None = None
-    endpoints: dict[str, Any] | None = None
-    slices: tuple[dict[str, Any], ...] = ()  # every slice labelled with our service name
 
 
 @dataclass(frozen=True)
 class Apply:
-    """One server-side apply."""
+    """One forced server-side apply."""
 
     kind: str
     name: str
@@ -50,118 +33,153 @@ class Apply:
 
 
 @dataclass(frozen=True)
-class Delete:
-    """One delete of an emptied slice of ours, guarded by its ``resourceVersion``."""
+class Remove:
+    """``--take-over``: remove fields other managers own on one of our objects (a JSON patch).
 
+    Not an apply: a forced apply transfers only the fields whose values
+    differ, so a field that another manager owns with the value we would set
+    stays co-owned, and survives when we drop it (seen on kube-apiserver
+    v1.24). The patch tests the ``resourceVersion`` first.
+    """
+
+    kind: str
     name: str
     resource_version: str | None
+    fields: tuple[str, ...]  # for the log, as ForeignField.describe() gives them
+    ops: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
-class SlicePlan:
-    """Slice writes, in the order they are made.
+class Delete:
+    """One delete of a slice, guarded by its ``resourceVersion``."""
 
-    Shrinking slices first, so an IP is never held by two slices at once;
-    deletes last, so a family switch never leaves no slice published.
+    name: str
+    resource_version: str | None
+    foreign: bool = False  # another manager's slice, deleted by --take-over
+
+
+Step = Apply | Remove | Delete
+
+
+@dataclass(frozen=True)
+class Warning:
+    """A warning event the run logs (about other writers, or truncation)."""
+
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every write of a run, in the order it is made.
+
+    Service first (the slices name its uid), then Endpoints; slices that only
+    lose IPs before slices that gain them, so no IP is held by two slices at
+    once; our emptied slices after that, so a family switch never leaves no
+    slice published; foreign slices (``--take-over``) last, once ours hold
+    every IP. ``complete`` is False when the Service does not exist yet: the
+    run applies it, then plans the rest with its uid.
     """
 
-    shrink: tuple[Apply, ...]  # slices that only lose IPs or change in place
-    grow: tuple[Apply, ...]  # slices taking IPs they did not hold
-    deletes: tuple[Delete, ...]  # our slices left empty
-    foreign: tuple[str, ...]  # slices for our Service written by someone else
+    steps: tuple[Step, ...]
+    warnings: tuple[Warning, ...] = ()
+    empties: bool = False  # would replace a non-empty published set with an empty one
+    complete: bool = True
 
     @property
     def writes(self) -> int:
-        return len(self.shrink) + len(self.grow) + len(self.deletes)
+        return len(self.steps)
 
 
-def is_ours(obj: Mapping[str, Any], field_manager: str) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(SLICE_MANAGED_BY) == field_manager)
-
-
-def slice_addresses(obj: Mapping[str, Any]) -> list[str]:
-    """Every address an EndpointSlice holds, as written."""
-    return [str(a) for ep in obj.get("endpoints") or () for a in ep.get("addresses") or ()]
-
-
-def ips_in_two_slices(cfg: Config, live: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Addresses held by more than one of our slices (an overlapping run's doing), sorted."""
-    held = Counter(a for s in live if is_ours(s, cfg.field_manager) for a in slice_addresses(s))
-    return sorted(ip for ip, n in held.items() if n > 1)
-
-
-def live_ips(cfg: Config, live: Live) -> set[IPAddress]:
-    """Every IP the managed live objects publish now (ours only, never foreign slices)."""
-    raw: list[str] = []
-    if cfg.manages_endpoints and live.endpoints:
-        for subset in live.endpoints.get("subsets") or ():
-            raw.extend(str(a.get("ip")) for a in subset.get("addresses") or ())
+def build(cfg: Config, sel: Selection, live: Live) -> Plan:
+    """The plan that brings ``live`` to the desired state of ``sel``."""
+    warnings: list[Warning] = list(_warnings(live))
+    empties = not sel.published and bool(live.published(cfg.manages_endpoints, cfg.manages_slices))
+    steps = _object_steps(cfg, "Service", desired.service(cfg), live.service, warnings)
+    if live.service is None and cfg.manages_slices:
+        return Plan(tuple(steps), tuple(warnings), empties, complete=False)
+    if cfg.manages_endpoints:
+        ep = desired.endpoints(cfg, sel)
+        if ep.truncated_from:
+            warnings.append(
+                Warning(
+                    "endpoints_truncated",
+                    {
+                        "addresses": ep.truncated_from,
+                        "written": desired.ENDPOINTS_CAPACITY,
+                        "annotation": desired.OVER_CAPACITY,
+                    },
+                )
+            )
+        steps.extend(_object_steps(cfg, "Endpoints", ep.body, live.endpoints, warnings))
     if cfg.manages_slices:
-        for s in live.slices:
-            if is_ours(s, cfg.field_manager):
-                raw.extend(slice_addresses(s))
-    return set(_ips(raw))
+        steps.extend(_slice_steps(cfg, sel, live, live.service.uid if live.service else None, warnings))
+        if cfg.take_over:
+            steps.extend(Delete(s.name, s.resource_version, foreign=True) for s in live.foreign_slices())
+    return Plan(tuple(steps), tuple(warnings), empties)
 
 
-def _ips(raw: Iterable[str]) -> Iterable[IPAddress]:
-    for text in raw:
-        try:
-            yield parse_ip(text)
-        except ValueError:
-            continue
+def _object_steps(
+    cfg: Config, kind: str, body: dict[str, Any], current: LiveObject | None, warnings: list[Warning]
+) -> list[Step]:
+    """Apply ``body`` if it would change ``current``.
 
-
-def empties_live_set(cfg: Config, sel: Selection, live: Live) -> bool:
-    """True when the run would replace a non-empty published set with an empty one."""
-    return not sel.published and bool(live_ips(cfg, live))
-
-
-def up_to_date(live: Mapping[str, Any] | None, body: Mapping[str, Any], field_manager: str) -> bool:
-    """Would applying ``body`` leave ``live`` as it is?
-
-    True when our field manager has applied to the object before, every field
-    of ``body`` holds the same value in ``live`` (the server may add defaults,
-    such as a Service port's ``targetPort``, so ``live`` may hold more), and
-    no field we set only sometimes is still there after we stopped setting it.
+    Fields another manager owns and ``body`` does not set survive any apply
+    of ours: warned about, and with --take-over claimed by a first forced
+    apply that sets them too, so that the plain apply after it drops them.
     """
-    if live is None:
-        return False
-    managers = (live.get("metadata") or {}).get("managedFields") or ()
-    if not any(m.get("manager") == field_manager and m.get("operation") == "Apply" for m in managers):
-        return False
-    if not _covers(live, body):
-        return False
-    return all(_has(live, path) == _has(body, path) for path in _SOMETIMES)
-
-
-def _covers(live: Any, want: Any) -> bool:
-    if live == want:
-        # The common case, settled in C: walking 300 unchanged slices of 100
-        # endpoints field by field took 0.5 s at 15,000 nodes.
-        return True
-    if isinstance(want, Mapping):
-        return isinstance(live, Mapping) and all(
-            k in live and _covers(live[k], v) for k, v in want.items() if k != "resourceVersion"
+    foreign = current.foreign(body) if current is not None else ()
+    if foreign:
+        warnings.append(
+            Warning(
+                "foreign_fields",
+                {
+                    "kind": kind,
+                    "name": current.name if current else "",
+                    "fields": [f.describe() for f in foreign],
+                    "managers": sorted({m for f in foreign for m in f.managers}),
+                    "hint": "fields another manager owns survive our apply; --take-over removes them",
+                },
+            )
         )
-    if isinstance(want, list):
-        return isinstance(live, list) and len(live) == len(want) and all(map(_covers, live, want))
-    return False
+    out: list[Step] = []
+    if cfg.take_over and current is not None and foreign:
+        out.append(
+            Remove(kind, current.name, current.resource_version, tuple(f.describe() for f in foreign),
+                   current.removal(foreign))
+        )  # fmt: skip
+    if current is None or current.would_change(body):
+        out.append(Apply(kind, str(body["metadata"]["name"]), body))
+    return out
 
 
-def _has(obj: Mapping[str, Any], path: Sequence[str]) -> bool:
-    node: Any = obj
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return False
-        node = node[key]
-    return True
+def _warnings(live: Live) -> Iterable[Warning]:
+    foreign = live.foreign_slices()
+    if foreign:
+        yield Warning(
+            "foreign_endpointslices",
+            {
+                "names": sorted(s.name for s in foreign),
+                "managed_by": sorted({s.labels.get(desired.SLICE_MANAGED_BY, "") for s in foreign}),
+                "hint": "slices of this Service written by another manager publish duplicate targets;"
+                " --take-over deletes them",
+            },
+        )
+    if live.kubelet_services:
+        yield Warning(
+            "foreign_kubelet_service",
+            {
+                "names": list(live.kubelet_services),
+                "hint": "Prometheus scrapes every kubelet once more through each: delete it, or run with"
+                " --service-name set to its name",
+            },
+        )
 
 
-def slices(
-    cfg: Config, sel: Selection, live: Sequence[Mapping[str, Any]], service_uid: str | None
-) -> SlicePlan:
-    """The slice writes that bring the live slices to the desired state.
+def _slice_steps(
+    cfg: Config, sel: Selection, live: Live, service_uid: str | None, warnings: list[Warning]
+) -> list[Step]:
+    """Slice writes: shrinking slices, then growing ones, then our emptied slices.
 
     Existing slices carry their ``resourceVersion`` in the apply body, so a
     slice changed since we read it (an overlapping run) is refused with 409
@@ -169,37 +187,77 @@ def slices(
     per set: the run checks afterwards that no IP is in two
     (:func:`ips_in_two_slices`).
     """
-    ours = [s for s in live if is_ours(s, cfg.field_manager)]
-    foreign = tuple(sorted(str(s["metadata"]["name"]) for s in live if not is_ours(s, cfg.field_manager)))
-    by_name = {str(s["metadata"]["name"]): s for s in ours}
+    ours = {s.name: s for s in live.ours()}
     holder: dict[IPAddress, NodeAddresses] = {ip: n for n in sel.published for ip in n.ips}
-
-    shrink: list[Apply] = []
-    grow: list[Apply] = []
-    deletes: list[Delete] = []
+    shrink: list[Step] = []
+    grow: list[Step] = []
+    deletes: list[Step] = []
     placed_names: set[str] = set()
     for version, family in FAMILIES.items():
         prefix = f"{cfg.service_name}-ipv{version}-"
-        mine = {name: slice_addresses(s) for name, s in by_name.items() if s.get("addressType") == family}
-        taken = [str(s["metadata"]["name"]) for s in live if str(s["metadata"]["name"]) not in mine]
+        mine = {name: s.addresses for name, s in ours.items() if s.address_type == family}
+        taken = [s.name for s in live.slices if s.name not in mine]
         placement = place(prefix, sel.ips(version), mine, cfg.max_endpoints_per_slice, taken)
         for placed in placement.slices:
             placed_names.add(placed.name)
             endpoints = [desired.slice_endpoint(holder[ip], ip) for ip in placed.ips]
             body = desired.endpoint_slice(cfg, placed.name, family, endpoints, service_uid)
-            current = by_name.get(placed.name)
-            if up_to_date(current, body, cfg.field_manager):
-                continue
-            if current is not None:
-                body["metadata"]["resourceVersion"] = _rv(current)
-            (grow if placed.gains else shrink).append(Apply("EndpointSlice", placed.name, body))
-        deletes.extend(Delete(name, _rv(by_name[name])) for name in placement.deletes)
+            current = ours.get(placed.name)
+            out = grow if placed.gains else shrink
+            for i, step in enumerate(_object_steps(cfg, "EndpointSlice", body, current, warnings)):
+                if current is not None and i == 0 and isinstance(step, Apply):
+                    # The first write to a live slice is guarded by the version we
+                    # read (a Remove before it carries that guard itself).
+                    step.body["metadata"]["resourceVersion"] = current.resource_version
+                out.append(step)
+        deletes.extend(Delete(name, ours[name].resource_version) for name in placement.deletes)
         placed_names.update(placement.deletes)
     # Ours but of no family we publish (an FQDN slice, say): nothing can go in it.
-    deletes.extend(Delete(name, _rv(s)) for name, s in sorted(by_name.items()) if name not in placed_names)
-    return SlicePlan(tuple(shrink), tuple(grow), tuple(deletes), foreign)
+    deletes.extend(
+        Delete(name, s.resource_version) for name, s in sorted(ours.items()) if name not in placed_names
+    )
+    return [*shrink, *grow, *deletes]
 
 
-def _rv(obj: Mapping[str, Any]) -> str | None:
-    rv = (obj.get("metadata") or {}).get("resourceVersion")
-    return str(rv) if rv else None
+def ips_in_two_slices(live: Iterable[LiveObject]) -> list[str]:
+    """Addresses held by more than one of our slices (an overlapping run's doing), sorted."""
+    held = Counter(a for s in live if s.ours for a in s.addresses)
+    return sorted(ip for ip, n in held.items() if n > 1)
+
+
+@dataclass(frozen=True)
+class Reassigned:
+    """An IP published before and after this run, under another node."""
+
+    ip: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the run changes in the published set, compared with the live objects."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reassigned: list[Reassigned] = field(default_factory=list)
+
+
+def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
+    """IPs added, removed, and moved to another node (the IP-reuse case made visible)."""
+    d = desired.diff(sel.ips(), live.published(cfg.manages_endpoints, cfg.manages_slices))
+    now = {str(ip): n.node.name for n in sel.published for ip in n.ips}
+    objs: list[LiveObject] = []
+    if cfg.manages_endpoints and live.endpoints is not None:
+        objs.append(live.endpoints)
+    if cfg.manages_slices:
+        objs.extend(live.ours())
+    before: dict[str, str] = {}
+    for obj in objs:
+        for ip, node in obj.holders():
+            if node:
+                before.setdefault(ip, node)
+    moved = [
+        Reassigned(ip, before[ip], now[ip]) for ip in sorted(before) if ip in now and before[ip] != now[ip]
+    ]
+    return Changes(d.added, d.removed, moved)

@@ -13,20 +13,22 @@ import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lib import config, desired, interrupts, kube, log, plan
 from lib.config import Config
 from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError
-from lib.kube import Api, Conflict, Deadline, load_client, object_path
-from lib.plan import Apply, Live
+from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
+from lib.live import Live, LiveObject, view
 
 #: Lists of IPs in the summary line are cut to this many (counts stay exact).
 SUMMARY_CAP = 20
 #: A slice write refused because the slice changed since we read it (an
 #: overlapping run) makes the run read the live objects and plan again.
 MAX_REPLANS = 3
+#: Other Services of this label are scraped by the kubelet ServiceMonitor too (SPEC "Other writers").
+KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
 
 
 @dataclass
@@ -38,22 +40,24 @@ class Summary:
     nodes_eligible: int | None = None
     ip_conflicts: int = 0
     addresses: int = 0
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    changes: plan.Changes = field(default_factory=plan.Changes)
     writes: int = 0
     requests: int = 0
 
     def fields(self) -> dict[str, Any]:
+        c = self.changes
         return {
             "outcome": self.outcome,
             "nodes_total": self.nodes_total,
             "nodes_eligible": self.nodes_eligible,
             "ip_conflicts": self.ip_conflicts,
             "addresses": self.addresses,
-            "added": self.added[:SUMMARY_CAP],
-            "added_count": len(self.added),
-            "removed": self.removed[:SUMMARY_CAP],
-            "removed_count": len(self.removed),
+            "added": c.added[:SUMMARY_CAP],
+            "added_count": len(c.added),
+            "removed": c.removed[:SUMMARY_CAP],
+            "removed_count": len(c.removed),
+            "reassigned": [{"ip": r.ip, "from": r.before, "to": r.after} for r in c.reassigned[:SUMMARY_CAP]],
+            "reassigned_count": len(c.reassigned),
             "writes": self.writes,
             "requests": self.requests,
         }
@@ -177,19 +181,36 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
 
     for attempt in range(MAX_REPLANS + 1):
         live = _read_live(cfg, api)
+        p = plan.build(cfg, sel, live)
         if attempt == 0:
-            d = desired.diff(sel.ips(), plan.live_ips(cfg, live))
-            summary.added, summary.removed = d.added, d.removed
+            summary.changes = plan.changes(cfg, sel, live)
+            for w in p.warnings:
+                logger.warning(w.event, **w.fields)
+        if p.empties and not cfg.allow_empty:
+            raise SafetyGuard(
+                f"refusing to replace {len(live.published(cfg.manages_endpoints, cfg.manages_slices))}"
+                f" published IPs with none ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes);"
+                " --allow-empty permits it"
+            )
         try:
-            written = _write(cfg, api, logger, sel, live)
-        except Conflict as exc:
+            written, service = _carry_out(cfg, api, logger, summary, p)
+            if not p.complete and service is not None:
+                # The Service is new: plan the rest with its uid, from the apply's
+                # answer (a dry run stores nothing to read back).
+                rest = plan.build(
+                    cfg, sel, replace(live, service=view(service, "Service", cfg.field_manager))
+                )
+                for w in rest.warnings:
+                    if attempt == 0 and w not in p.warnings:
+                        logger.warning(w.event, **w.fields)
+                written += _carry_out(cfg, api, logger, summary, rest)[0]
+        except WriteConflict as exc:
             if attempt == MAX_REPLANS:
                 raise
             logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
             continue
-        summary.writes += written
         twice = (
-            plan.ips_in_two_slices(cfg, _list_slices(cfg, api))
+            plan.ips_in_two_slices(_list_slices(cfg, api))
             if written and cfg.manages_slices and not cfg.dry_run
             else []
         )
@@ -202,81 +223,77 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
         # sees both writes here.
         reason = f"{len(twice)} IPs in two slices after an overlapping run's write: {', '.join(twice[:5])}"
         if attempt == MAX_REPLANS:
-            raise Conflict(reason)
+            raise WriteConflict(reason)
         logger.warning("write_conflict", reason=reason, attempt=attempt + 1)
     summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
 
 
 def _read_live(cfg: Config, api: Api) -> Live:
-    ns, name = cfg.namespace, cfg.service_name
+    """Everything the plan needs from the API server, read once and slimmed."""
+    ns, name, fm = cfg.namespace, cfg.service_name, cfg.field_manager
     service = api.get(object_path("Service", ns, name))
     endpoints = api.get(object_path("Endpoints", ns, name)) if cfg.manages_endpoints else None
     slices = _list_slices(cfg, api) if cfg.manages_slices else ()
-    return Live(service, endpoints, slices)
+    kubelet_services = api.list(object_path("Service", ns), KUBELET_SERVICE_SELECTOR)
+    return Live(
+        service=view(service, "Service", fm) if service is not None else None,
+        endpoints=view(endpoints, "Endpoints", fm) if endpoints is not None else None,
+        slices=slices,
+        kubelet_services=tuple(
+            sorted(n for s in kubelet_services if (n := str((s.get("metadata") or {}).get("name"))) != name)
+        ),
+    )
 
 
-def _list_slices(cfg: Config, api: Api) -> tuple[dict[str, Any], ...]:
-    """Every slice labelled with our Service's name (ours and foreign ones)."""
+def _list_slices(cfg: Config, api: Api) -> tuple[LiveObject, ...]:
+    """Every slice labelled with our Service's name (ours and foreign ones), slimmed."""
     items = api.list(
         object_path("EndpointSlice", cfg.namespace), f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
     )
-    return tuple(s for s in items if isinstance((s.get("metadata") or {}).get("name"), str))
+    return tuple(
+        view(s, "EndpointSlice", cfg.field_manager)
+        for s in items
+        if isinstance((s.get("metadata") or {}).get("name"), str)
+    )
 
 
-def _write(cfg: Config, api: Api, logger: Any, sel: desired.Selection, live: Live) -> int:
-    """Apply what differs from ``live``; return the number of writes."""
-    if plan.empties_live_set(cfg, sel, live) and not cfg.allow_empty:
-        raise SafetyGuard(
-            f"refusing to replace {len(plan.live_ips(cfg, live))} published IPs with none"
-            f" ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes); --allow-empty permits it"
-        )
-    writes = 0
+def _carry_out(
+    cfg: Config, api: Api, logger: Any, summary: Summary, p: plan.Plan
+) -> tuple[int, dict[str, Any] | None]:
+    """Make the plan's writes in order, counting each as it is made.
 
-    def apply(a: Apply) -> dict[str, Any]:
-        nonlocal writes
-        path = object_path(a.kind, cfg.namespace, a.name)
-        result = api.apply(path, desired.encode(a.body), cfg.field_manager, cfg.dry_run)
-        writes += 1
-        rv = (result.get("metadata") or {}).get("resourceVersion")
-        logger.info("object_applied", kind=a.kind, name=a.name, resource_version=rv, dry_run=cfg.dry_run)
-        return result
-
-    service = desired.service(cfg)
-    current = live.service
-    if not plan.up_to_date(current, service, cfg.field_manager):
-        current = apply(Apply("Service", cfg.service_name, service))
-    service_uid = (current or {}).get("metadata", {}).get("uid")
-
-    if cfg.manages_endpoints:
-        ep = desired.endpoints(cfg, sel)
-        if ep.truncated_from:
-            logger.warning(
-                "endpoints_truncated",
-                addresses=ep.truncated_from,
-                written=desired.ENDPOINTS_CAPACITY,
-                annotation=desired.OVER_CAPACITY,
+    Return how many were made and the API's answer to the last Service apply.
+    """
+    made, service = 0, None
+    for step in p.steps:
+        if isinstance(step, plan.Apply):
+            path = object_path(step.kind, cfg.namespace, step.name)
+            result = api.apply(path, desired.encode(step.body), cfg.field_manager, cfg.dry_run)
+            rv = (result.get("metadata") or {}).get("resourceVersion")
+            if step.kind == "Service":
+                service = result
+            logger.info(
+                "object_applied", kind=step.kind, name=step.name, resource_version=rv, dry_run=cfg.dry_run
             )
-        if not plan.up_to_date(live.endpoints, ep.body, cfg.field_manager):
-            apply(Apply("Endpoints", cfg.service_name, ep.body))
-
-    if cfg.manages_slices:
-        sp = plan.slices(cfg, sel, live.slices, service_uid)
-        if sp.foreign:
-            logger.warning(
-                "foreign_endpointslices",
-                names=list(sp.foreign),
-                hint="slices for this Service written by another manager: they publish duplicate targets",
+        elif isinstance(step, plan.Remove):
+            path = object_path(step.kind, cfg.namespace, step.name)
+            result = api.json_patch(path, step.ops, cfg.dry_run)
+            rv = (result.get("metadata") or {}).get("resourceVersion")
+            logger.info(
+                "foreign_fields_removed",
+                kind=step.kind,
+                name=step.name,
+                fields=list(step.fields),
+                resource_version=rv,
+                dry_run=cfg.dry_run,
             )
-        for a in sp.shrink:
-            apply(a)
-        for a in sp.grow:
-            apply(a)
-        # Deletes last: when the published IPs change family (IPv4 slice
-        # emptied, IPv6 slice new), deleting first would publish no slice at
-        # all until the create, and leave none if the create fails. An emptied
-        # slice holds no IP that another slice gains, so no IP is held twice.
-        for d in sp.deletes:
-            api.delete(object_path("EndpointSlice", cfg.namespace, d.name), cfg.dry_run, d.resource_version)
-            writes += 1
-            logger.info("endpointslice_deleted", name=d.name, dry_run=cfg.dry_run)
-    return writes
+        else:
+            path = object_path("EndpointSlice", cfg.namespace, step.name)
+            api.delete(path, cfg.dry_run, step.resource_version)
+            if step.foreign:
+                logger.info("foreign_endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
+            else:
+                logger.info("endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
+        made += 1
+        summary.writes += 1
+    return made, service

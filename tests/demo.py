@@ -1,4 +1,4 @@
-"""``make run`` without a KUBECONFIG: one real reconcile against a demo cluster.
+"""``make run``: one real reconcile against a built-in demo cluster, never a real one.
 
 The demo cluster is the fake API server (``tests/fakeapi.py``) on 127.0.0.1,
 seeded with the IP-reuse case and an Endpoints object as prometheus-operator's
@@ -6,6 +6,11 @@ kubelet controller leaves it: the NotReady node A and the new node B both at
 1.2.3.4. The run is the real ``reconciler.py`` code path over real HTTP;
 before and after, the published targets are printed so the duplicate is seen
 to go.
+
+Whatever ``KUBECONFIG``, ``~/.kube/config`` or the ``KUBELET_ENDPOINTS_*``
+variables say, the run talks to the demo cluster only: the first command a
+README gives must be safe to paste anywhere. It ends by printing the two
+commands for a real cluster, the server-side dry run first.
 
 Usage: ``python -m tests.demo [reconciler flags...]``
 """
@@ -61,6 +66,16 @@ def _stale_endpoints() -> dict[str, Any]:
     }
 
 
+NEXT_STEPS = """
+That was the demo cluster. For a real cluster, run the reconciler itself with your
+kubeconfig (or --kubeconfig/--context): first a server-side dry run, which shows in
+the log what it would change and persists nothing, then the real run:
+
+    .venv/bin/python reconciler.py --dry-run --log-format console
+    .venv/bin/python reconciler.py --log-format console
+"""
+
+
 def _targets(fake: FakeApiServer) -> list[str]:
     lines = []
     ep = fake.get_object("Endpoints", NAMESPACE, SERVICE) or {}
@@ -88,11 +103,10 @@ def run(argv: Sequence[str]) -> int:
     with FakeApiServer() as fake, tempfile.TemporaryDirectory() as tmp:
         fake.set_nodes(NODES)
         fake.apply_as("prometheus-operator", _stale_endpoints())
-        kubeconfig = fake.write_kubeconfig(os.path.join(tmp, "kubeconfig"))
+        kubeconfig = fake.write_kubeconfig(os.path.join(tmp, "kubeconfig"), context="demo")
         print(
-            "make run: no KUBECONFIG set, so this is the built-in demo cluster:\n"
-            f"  a fake API server on {fake.url}, seeded with the IP-reuse case.\n"
-            "  (Set KUBECONFIG to reconcile a real cluster.)\n\nNodes:",
+            "make run: the built-in demo cluster (never the cluster of KUBECONFIG or ~/.kube/config):\n"
+            f"  a fake API server on {fake.url}, seeded with the IP-reuse case.\n\nNodes:",
             *_nodes_table(),
             "\nPublished before (as prometheus-operator's controller leaves it: 1.2.3.4 twice):",
             *_targets(fake),
@@ -100,14 +114,24 @@ def run(argv: Sequence[str]) -> int:
             sep="\n",
             flush=True,
         )
-        environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        code = reconcile_main(["--kubeconfig", kubeconfig, "--log-format", "console", *argv], environ)
+        # Nothing from the caller's environment may point the run elsewhere:
+        # no KUBECONFIG, no KUBELET_ENDPOINTS_* (a context or namespace meant
+        # for a real cluster), and the demo's --kubeconfig comes last, so a
+        # --kubeconfig or --context in ARGS cannot override it either.
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "KUBECONFIG" and not k.startswith("KUBELET_ENDPOINTS_")
+        }
+        args = [*argv, "--log-format", "console", "--kubeconfig", kubeconfig, "--context", "demo"]
+        code = reconcile_main(args, environ)
         print("\nPublished after (each IP once, Ready nodes only):", *_targets(fake), sep="\n")
         print(
             f"\nexit code {code}. node-b keeps 1.2.3.4; node-a (NotReady, same IP) and node-e"
             " (NotReady) are not published;\n"
             "node-c keeps 10.0.0.5 over the older node-f (ip_conflict above).",
         )
+        print(NEXT_STEPS)
         return code
 
 

@@ -30,6 +30,6 @@ def test_smoke_run_measures_every_variant_and_passes_its_checks(tmp_path: Path) 
     for variant in ("reconcile", "floor", "floor-gc-paused", "naive", "write"):
         assert size[variant]["wall_s"]["median"] > 0
         assert size[variant]["rss_mib"]["median"] > 0
-    assert size["unchanged_log"]["requests"] == size["pages"] + 3
+    assert size["unchanged_log"]["requests"] == size["pages"] + 4
     assert size["one_node"]["ready=False"]["summary"]["writes"] >= 1
     assert size["page_sizes"]["5"]["pages"] == 3

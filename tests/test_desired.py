@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from lib.config import Config
 from lib.desired import (
     ENDPOINTS_CAPACITY,
-    Conflict,
     Diff,
+    IPConflict,
     Selection,
     diff,
     encode,
@@ -231,20 +231,20 @@ def test_deleting_ready_node_is_never_published() -> None:
         pytest.param(
             [node("old", "1.2.3.4", created=OLD), node("new", "1.2.3.4", created=NEW)],
             [("new", ["1.2.3.4"])],
-            (Conflict("1.2.3.4", "new", ("old",)),),
+            (IPConflict("1.2.3.4", "new", ("old",)),),
             id="newest-wins",
         ),
         pytest.param(
             # The older node's name sorts first: age decides, not the name.
             [node("a-new", "1.2.3.4", created=NEW), node("0-old", "1.2.3.4", created=OLD)],
             [("a-new", ["1.2.3.4"])],
-            (Conflict("1.2.3.4", "a-new", ("0-old",)),),
+            (IPConflict("1.2.3.4", "a-new", ("0-old",)),),
             id="newest-wins-whatever-the-name",
         ),
         pytest.param(
             [node("node-b", "1.2.3.4", created=NEW), node("node-a", "1.2.3.4", created=NEW)],
             [("node-a", ["1.2.3.4"])],
-            (Conflict("1.2.3.4", "node-a", ("node-b",)),),
+            (IPConflict("1.2.3.4", "node-a", ("node-b",)),),
             id="tie-smallest-name",
         ),
         pytest.param(
@@ -254,13 +254,13 @@ def test_deleting_ready_node_is_never_published() -> None:
                 node("node-a", "1.2.3.4", created=OLD),
             ],
             [("node-b", ["1.2.3.4"])],
-            (Conflict("1.2.3.4", "node-b", ("node-a", "node-c")),),
+            (IPConflict("1.2.3.4", "node-b", ("node-a", "node-c")),),
             id="three-way",
         ),
         pytest.param(
             [node("nocreation", "1.2.3.4", created=None), node("dated", "1.2.3.4", created=OLD)],
             [("dated", ["1.2.3.4"])],
-            (Conflict("1.2.3.4", "dated", ("nocreation",)),),
+            (IPConflict("1.2.3.4", "dated", ("nocreation",)),),
             id="missing-timestamp-counts-as-oldest",
         ),
         pytest.param(
@@ -271,14 +271,14 @@ def test_deleting_ready_node_is_never_published() -> None:
                 node("other", "1.2.3.5"),
             ],
             [("winner", ["1.2.3.4"]), ("other", ["1.2.3.5"])],
-            (Conflict("1.2.3.4", "winner", ("loser",)),),
+            (IPConflict("1.2.3.4", "winner", ("loser",)),),
             id="loser-excluded-entirely",
         ),
         pytest.param(
             # IPs compare in canonical form.
             [node("n1", "fd00:0::1", created=OLD), node("n2", "fd00::1", created=NEW)],
             [("n2", ["fd00::1"])],
-            (Conflict("fd00::1", "n2", ("n1",)),),
+            (IPConflict("fd00::1", "n2", ("n1",)),),
             id="ipv6-canonical",
         ),
         pytest.param(
@@ -287,7 +287,7 @@ def test_deleting_ready_node_is_never_published() -> None:
                 node("n2", ("ExternalIP", "10.0.0.1"), created=NEW),
             ],
             [("n2", ["10.0.0.1"])],
-            (Conflict("10.0.0.1", "n2", ("n1",)),),
+            (IPConflict("10.0.0.1", "n2", ("n1",)),),
             id="conflict-across-address-types",
         ),
         pytest.param(
@@ -298,13 +298,13 @@ def test_deleting_ready_node_is_never_published() -> None:
                 node("z", "fd00::2", created=OLD),
             ],
             [("x", ["10.0.0.1"]), ("z", ["fd00::2"])],
-            (Conflict("10.0.0.1", "x", ("y",)),),
+            (IPConflict("10.0.0.1", "x", ("y",)),),
             id="loser-holds-nothing",
         ),
     ],
 )
 def test_each_ip_exactly_once(
-    nodes: list[NodeInfo], expected: list[tuple[str, list[str]]], conflicts: tuple[Conflict, ...]
+    nodes: list[NodeInfo], expected: list[tuple[str, list[str]]], conflicts: tuple[IPConflict, ...]
 ) -> None:
     for order in (nodes, nodes[::-1]):
         sel = select(order, "internal")

@@ -1,8 +1,9 @@
-"""lib.plan: which writes a run makes, given the desired state and the live objects."""
+"""lib.plan and lib.live: which writes a run makes, given the desired state and the live objects."""
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from lib import desired, plan
 from lib.config import Config
 from lib.desired import select
+from lib.live import Live, LiveObject, view
 from lib.nodes import slim
-from lib.plan import Live
 
 FM = "kubelet-endpoints-reconciler"
 
@@ -30,97 +31,188 @@ def selection(*nodes: dict[str, Any]) -> desired.Selection:
     return select([slim(n) for n in nodes], "internal")
 
 
-def stored(body: dict[str, Any], rv: str = "7", manager: str = FM, **extra: Any) -> dict[str, Any]:
-    """``body`` as a server would return it after our apply: managedFields, rv, uid, defaults."""
+#: Granular lists of our kinds and their keys (SSA's schema); every other list is atomic.
+_MAP_LISTS = {("spec", "ports"): ("port", "protocol"), ("metadata", "ownerReferences"): ("uid",)}
+_ATOMIC_ITEMS = {("metadata", "ownerReferences")}
+
+
+def fields_v1(value: Any, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fieldsV1 a real API server records for an apply of ``value`` (shapes as seen on v1.24)."""
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        here = (*path, key)
+        if here in (("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")):
+            continue
+        if here == ("metadata", "resourceVersion"):
+            continue
+        if isinstance(sub, dict):
+            out[f"f:{key}"] = fields_v1(sub, here)
+        elif isinstance(sub, list) and here in _MAP_LISTS:
+            items = {}
+            for item in sub:
+                k = "k:" + json.dumps({n: item[n] for n in _MAP_LISTS[here]}, separators=(",", ":"))
+                items[k] = {} if here in _ATOMIC_ITEMS else {".": {}, **fields_v1(item, (*here, "*"))}
+            out[f"f:{key}"] = items
+        else:
+            out[f"f:{key}"] = {}
+    return out
+
+
+def stored(
+    body: dict[str, Any], rv: str = "7", manager: str = FM, kind: str | None = None, **extra: Any
+) -> LiveObject:
+    """``body`` as a server holds it after our apply (managedFields, rv, uid), slimmed."""
     obj = copy.deepcopy(body)
+    obj["metadata"].pop("resourceVersion", None)
+    fields = fields_v1(obj)
     obj["metadata"].update(
         resourceVersion=rv,
         uid=f"uid-{obj['metadata']['name']}",
-        managedFields=[{"manager": manager, "operation": "Apply", "fieldsV1": {}}],
+        managedFields=[
+            {"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}
+        ],
     )
-    for key, value in extra.items():
-        obj[key] = value
-    return obj
+    obj.update(extra)
+    return view(obj, kind or str(body["kind"]), FM)
 
 
-# --- up_to_date ----------------------------------------------------------------
+def raw(live: LiveObject) -> dict[str, Any]:
+    return copy.deepcopy(dict(live.raw))
+
+
+# --- would_change --------------------------------------------------------------
 
 SERVICE = desired.service(Config())
-SERVICE_WITH_DEFAULTS = stored(SERVICE)
-SERVICE_WITH_DEFAULTS["spec"].update(type="ClusterIP", sessionAffinity="None")
-for port in SERVICE_WITH_DEFAULTS["spec"]["ports"]:
-    port["targetPort"] = port["port"]
 
 
-def _without_manager() -> dict[str, Any]:
-    obj = stored(SERVICE)
-    obj["metadata"]["managedFields"] = [{"manager": "prometheus-operator", "operation": "Update"}]
-    return obj
+def _defaulted() -> LiveObject:
+    obj = raw(stored(SERVICE))
+    obj["spec"].update(type="ClusterIP", sessionAffinity="None")
+    for port in obj["spec"]["ports"]:
+        port["targetPort"] = port["port"]
+    return view(obj, "Service", FM)
 
 
-def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    obj = stored(SERVICE)
+def _listed() -> LiveObject:
+    obj = raw(stored(SERVICE))
+    del obj["apiVersion"], obj["kind"]  # a real list response's items
+    return view(obj, "Service", FM)
+
+
+def _without_manager() -> LiveObject:
+    obj = raw(stored(SERVICE))
+    obj["metadata"]["managedFields"] = [
+        {"manager": "prometheus-operator", "operation": "Update", "fieldsV1": {}}
+    ]
+    return view(obj, "Service", FM)
+
+
+def _with(path: tuple[str, ...], value: Any, owned: bool = False) -> LiveObject:
+    """Our stored Service with ``value`` at ``path``: owned by us (we once set it) or by another manager."""
+    obj = raw(stored(SERVICE))
     node_: Any = obj
     for key in path[:-1]:
         node_ = node_.setdefault(key, {})
     node_[path[-1]] = value
-    return obj
+    if owned:
+        obj["metadata"]["managedFields"][0]["fieldsV1"] = fields_v1(obj)
+    return view(obj, "Service", FM)
+
+
+def _foreign_port() -> LiveObject:
+    """prometheus-operator's http-metrics port survives our forced apply (Service ports are a map list)."""
+    obj = raw(stored(SERVICE))
+    obj["spec"]["ports"].append(
+        {"name": "http-metrics", "port": 10255, "protocol": "TCP", "targetPort": 10255}
+    )
+    obj["metadata"]["managedFields"].append(
+        {
+            "manager": "prometheus-operator",
+            "operation": "Update",
+            "fieldsV1": {
+                "f:spec": {"f:ports": {'k:{"port":10255,"protocol":"TCP"}': {".": {}, "f:name": {}}}}
+            },
+        }
+    )
+    return view(obj, "Service", FM)
 
 
 @pytest.mark.parametrize(
-    ("live", "expected"),
+    ("live", "changes"),
     [
-        pytest.param(None, False, id="absent"),
-        pytest.param(stored(SERVICE), True, id="exactly-ours"),
-        pytest.param(SERVICE_WITH_DEFAULTS, True, id="server-defaults-are-not-a-difference"),
-        pytest.param(_without_manager(), False, id="never-applied-by-us"),
-        pytest.param(_with(("metadata", "labels", "k8s-app"), "other"), False, id="label-changed"),
-        pytest.param(_with(("metadata", "labels", "extra"), "x"), True, id="someone-elses-label"),
-        pytest.param(_with(("spec", "ports"), SERVICE["spec"]["ports"][:1]), False, id="port-missing"),
+        pytest.param(stored(SERVICE), False, id="exactly-ours"),
+        pytest.param(_defaulted(), False, id="server-defaults-are-not-a-difference"),
+        pytest.param(_listed(), False, id="list-item-without-apiVersion-and-kind"),
+        pytest.param(_foreign_port(), False, id="another-managers-port"),
+        pytest.param(_without_manager(), True, id="never-applied-by-us"),
+        pytest.param(_with(("metadata", "labels", "k8s-app"), "other"), True, id="label-changed"),
+        pytest.param(_with(("metadata", "labels", "extra"), "x"), False, id="someone-elses-label"),
         pytest.param(
-            _with(("spec", "ports"), [{**p, "port": p["port"] + 1} for p in SERVICE["spec"]["ports"]]),
-            False,
+            _with(("spec", "ports"), SERVICE["spec"]["ports"][:1], owned=True), True, id="port-missing"
+        ),
+        pytest.param(
+            _with(
+                ("spec", "ports"),
+                [{**p, "port": p["port"] + 1} for p in SERVICE["spec"]["ports"]],
+                owned=True,
+            ),
+            True,
             id="port-changed",
         ),
         pytest.param(
-            _with(("metadata", "annotations", desired.OVER_CAPACITY), "truncated"),
-            False,
+            _with(("metadata", "annotations"), {desired.OVER_CAPACITY: "truncated"}, owned=True),
+            True,
             id="annotation-we-stopped-setting",
         ),
         pytest.param(
-            _with(("metadata", "labels", desired.SKIP_MIRROR), "true"), False, id="label-we-stopped-setting"
+            _with(("metadata", "labels", desired.SKIP_MIRROR), "true", owned=True),
+            True,
+            id="label-we-stopped-setting",
         ),
-        pytest.param(_with(("subsets",), [{"addresses": [{"ip": "10.0.0.1"}]}]), False, id="subsets-left"),
+        pytest.param(
+            _with(("subsets",), [{"addresses": [{"ip": "10.0.0.1"}]}], owned=True), True, id="field-left-over"
+        ),
     ],
 )
-def test_up_to_date(live: dict[str, Any] | None, expected: bool) -> None:
-    assert plan.up_to_date(live, SERVICE, FM) is expected
+def test_would_change(live: LiveObject, changes: bool) -> None:
+    assert live.would_change(SERVICE) is changes
 
 
-def test_up_to_date_ignores_the_precondition_resource_version() -> None:
+def test_would_change_ignores_the_precondition_resource_version() -> None:
     body = copy.deepcopy(SERVICE)
     body["metadata"]["resourceVersion"] = "1"
-    assert plan.up_to_date(stored(SERVICE, rv="9"), body, FM)
+    assert not stored(SERVICE, rv="9").would_change(body)
+
+
+def test_foreign_fields_are_those_others_own_and_we_do_not_set() -> None:
+    (port,) = _foreign_port().foreign(SERVICE)
+    assert port.describe() == 'spec.ports[{"port":10255,"protocol":"TCP"}]'
+    assert port.managers == ("prometheus-operator",) and port.value["name"] == "http-metrics"
+    # Once we publish that port too, it is no longer foreign.
+    assert _foreign_port().foreign(desired.service(Config(http_metrics=True))) == ()
+    assert stored(SERVICE).foreign(SERVICE) == ()
 
 
 # --- live IPs and the empty-set guard ------------------------------------------
 
 
-def _slice(name: str, *ips: str, manager: str = FM, family: str = "IPv4", rv: str = "3") -> dict[str, Any]:
-    return {
+def _slice(name: str, *ips: str, manager: str = FM, family: str = "IPv4", rv: str = "3") -> LiveObject:
+    obj = {
         "metadata": {
             "name": name,
             "resourceVersion": rv,
             "labels": {desired.SERVICE_NAME_LABEL: "kubelet", desired.SLICE_MANAGED_BY: manager},
-            "managedFields": [{"manager": manager, "operation": "Apply"}],
+            "managedFields": [{"manager": manager, "operation": "Apply", "fieldsV1": {}}],
         },
         "addressType": family,
         "endpoints": [{"addresses": [ip]} for ip in ips],
     }
+    return view(obj, "EndpointSlice", FM)
 
 
-def _endpoints(*ips: str) -> dict[str, Any]:
-    return {"metadata": {"name": "kubelet"}, "subsets": [{"addresses": [{"ip": ip} for ip in ips]}]}
+def _endpoints(*ips: str) -> LiveObject:
+    obj = {"metadata": {"name": "kubelet"}, "subsets": [{"addresses": [{"ip": ip} for ip in ips]}]}
+    return view(obj, "Endpoints", FM)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +246,8 @@ def _endpoints(*ips: str) -> dict[str, Any]:
     ],
 )
 def test_live_ips(resources: tuple[str, ...], live: Live, expected: set[str]) -> None:
-    assert {str(ip) for ip in plan.live_ips(Config(resources=resources), live)} == expected
+    cfg = Config(resources=resources)
+    assert {str(ip) for ip in live.published(cfg.manages_endpoints, cfg.manages_slices)} == expected
 
 
 @pytest.mark.parametrize(
@@ -175,54 +268,82 @@ def test_live_ips(resources: tuple[str, ...], live: Live, expected: set[str]) ->
     ],
 )
 def test_empty_set_guard(nodes: list[dict[str, Any]], live: Live, trips: bool) -> None:
-    assert plan.empties_live_set(Config(), selection(*nodes), live) is trips
+    assert plan.build(Config(), selection(*nodes), live).empties is trips
 
 
 # --- slices ----------------------------------------------------------------------
 
+SLICES_ONLY = ("endpointslices",)
 
-def _applied(cfg: Config, sel: desired.Selection, uid: str | None = "svc-uid") -> tuple[dict[str, Any], ...]:
+
+def steps(cfg: Config, sel: desired.Selection, slices: tuple[LiveObject, ...] = ()) -> list[plan.Step]:
+    """The plan's steps for the slices alone, with our Service (uid "uid-kubelet") up to date."""
+    cfg = Config(**{**cfg.__dict__, "resources": SLICES_ONLY})
+    p = plan.build(cfg, sel, Live(service=stored(desired.service(cfg)), slices=slices))
+    assert p.complete
+    return list(p.steps)
+
+
+def applies(ss: list[plan.Step]) -> list[plan.Apply]:
+    return [s for s in ss if isinstance(s, plan.Apply)]
+
+
+def _applied(cfg: Config, sel: desired.Selection) -> tuple[LiveObject, ...]:
     """The slices as stored after a first run from nothing."""
-    sp = plan.slices(cfg, sel, (), uid)
-    assert not sp.shrink and not sp.deletes
-    return tuple(stored(a.body, rv=str(i + 1)) for i, a in enumerate(sp.grow))
+    ss = steps(cfg, sel)
+    assert all(isinstance(s, plan.Apply) for s in ss)
+    return tuple(stored(a.body, rv=str(i + 1)) for i, a in enumerate(applies(ss)))
 
 
 def test_first_run_creates_one_slice_per_family_without_preconditions() -> None:
     sel = selection(node("a", "10.0.0.1", "fd00::1"), node("b", "10.0.0.2"))
-    sp = plan.slices(Config(), sel, (), "svc-uid")
-    assert [(a.name, a.body["addressType"]) for a in sp.grow] == [
+    grow = applies(steps(Config(), sel))
+    assert [(a.name, a.body["addressType"]) for a in grow] == [
         ("kubelet-ipv4-0", "IPv4"),
         ("kubelet-ipv6-0", "IPv6"),
     ]
-    assert all("resourceVersion" not in a.body["metadata"] for a in sp.grow)
-    assert sp.grow[0].body["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
-    assert [ep["addresses"] for ep in sp.grow[0].body["endpoints"]] == [["10.0.0.1"], ["10.0.0.2"]]
+    assert all("resourceVersion" not in a.body["metadata"] for a in grow)
+    assert grow[0].body["metadata"]["ownerReferences"][0]["uid"] == "uid-kubelet"
+    assert [ep["addresses"] for ep in grow[0].body["endpoints"]] == [["10.0.0.1"], ["10.0.0.2"]]
+
+
+def test_a_missing_service_is_applied_first_and_the_rest_planned_with_its_uid() -> None:
+    p = plan.build(Config(), selection(node("a", "10.0.0.1")), Live())
+    assert not p.complete and [(s.kind, s.name) for s in applies(list(p.steps))] == [("Service", "kubelet")]
 
 
 def test_unchanged_slices_need_no_write() -> None:
     cfg = Config(max_endpoints_per_slice=2)
     sel = selection(*(node(f"n{i}", f"10.0.0.{i}") for i in range(1, 6)))
-    sp = plan.slices(cfg, sel, _applied(cfg, sel), "svc-uid")
-    assert sp.writes == 0
+    assert steps(cfg, sel, _applied(cfg, sel)) == []
+
+
+def test_unchanged_slices_read_by_list_need_no_write() -> None:
+    """A real list response's items carry no apiVersion and kind (issue 8: every slice was re-applied)."""
+    cfg = Config(max_endpoints_per_slice=2)
+    sel = selection(*(node(f"n{i}", f"10.0.0.{i}") for i in range(1, 6)))
+    listed = []
+    for s in _applied(cfg, sel):
+        obj = raw(s)
+        del obj["apiVersion"], obj["kind"]
+        listed.append(view(obj, "EndpointSlice", FM))
+    assert steps(cfg, sel, tuple(listed)) == []
 
 
 def test_one_node_gone_rewrites_one_slice_with_its_resource_version() -> None:
     cfg = Config(max_endpoints_per_slice=2)
     nodes = [node(f"n{i}", f"10.0.0.{i}") for i in range(1, 6)]
     live = _applied(cfg, selection(*nodes))
-    sp = plan.slices(cfg, selection(*nodes[:2], *nodes[3:]), live, "svc-uid")
-    assert [a.name for a in sp.shrink] == ["kubelet-ipv4-1"] and not sp.grow and not sp.deletes
-    assert sp.shrink[0].body["metadata"]["resourceVersion"] == "2"
+    ss = steps(cfg, selection(*nodes[:2], *nodes[3:]), live)
+    assert [(type(s).__name__, s.name) for s in ss] == [("Apply", "kubelet-ipv4-1")]
+    assert applies(ss)[0].body["metadata"]["resourceVersion"] == "2"
 
 
 def test_emptied_slice_is_deleted_with_a_precondition() -> None:
     cfg = Config(max_endpoints_per_slice=2)
     nodes = [node(f"n{i}", f"10.0.0.{i}") for i in range(1, 4)]
     live = _applied(cfg, selection(*nodes))
-    sp = plan.slices(cfg, selection(*nodes[:2]), live, "svc-uid")
-    assert sp.deletes == (plan.Delete("kubelet-ipv4-1", "2"),)
-    assert not sp.shrink and not sp.grow
+    assert steps(cfg, selection(*nodes[:2]), live) == [plan.Delete("kubelet-ipv4-1", "2")]
 
 
 def test_reused_ip_rewrites_the_slice_in_place() -> None:
@@ -230,21 +351,61 @@ def test_reused_ip_rewrites_the_slice_in_place() -> None:
     new = node("b", "1.2.3.4", created="2026-02-01T00:00:00Z")
     cfg = Config()
     live = _applied(cfg, selection(old))
-    sp = plan.slices(cfg, selection(old, new), live, "svc-uid")
-    assert [a.name for a in sp.shrink] == ["kubelet-ipv4-0"]
-    assert sp.shrink[0].body["endpoints"][0]["nodeName"] == "b"
+    ss = applies(steps(cfg, selection(old, new), live))
+    assert [a.name for a in ss] == ["kubelet-ipv4-0"]
+    assert ss[0].body["endpoints"][0]["nodeName"] == "b"
+    changes = plan.changes(Config(resources=SLICES_ONLY), selection(old, new), Live(slices=live))
+    assert changes.reassigned == [plan.Reassigned("1.2.3.4", "a", "b")] and not changes.added
 
 
 def test_foreign_slices_are_reported_and_their_names_never_reused() -> None:
     foreign = _slice("kubelet-ipv4-0", "10.0.0.1", manager="prometheus-operator")
-    sp = plan.slices(Config(), selection(node("a", "10.0.0.1")), (foreign,), "svc-uid")
-    assert sp.foreign == ("kubelet-ipv4-0",)
-    assert [a.name for a in sp.grow] == ["kubelet-ipv4-1"]
-    assert not sp.deletes
+    cfg = Config(resources=SLICES_ONLY)
+    p = plan.build(cfg, selection(node("a", "10.0.0.1")), Live(service=stored(SERVICE), slices=(foreign,)))
+    assert [w.fields["names"] for w in p.warnings if w.event == "foreign_endpointslices"] == [
+        ["kubelet-ipv4-0"]
+    ]
+    assert [(type(s).__name__, s.name) for s in p.steps] == [("Apply", "kubelet-ipv4-1")]
+
+
+def test_take_over_deletes_foreign_slices_last_with_their_version() -> None:
+    foreign = _slice("kubelet-ipv4-0", "10.0.0.1", manager="prometheus-operator", rv="5")
+    cfg = Config(resources=SLICES_ONLY, take_over=True)
+    p = plan.build(cfg, selection(node("a", "10.0.0.1")), Live(service=stored(SERVICE), slices=(foreign,)))
+    assert p.steps[-1] == plan.Delete("kubelet-ipv4-0", "5", foreign=True)
+    assert [s.name for s in p.steps] == ["kubelet-ipv4-1", "kubelet-ipv4-0"]
+
+
+def test_take_over_removes_foreign_fields_by_a_guarded_json_patch() -> None:
+    live = _foreign_port()
+    p = plan.build(Config(take_over=True, resources=SLICES_ONLY), selection(), Live(service=live))
+    (remove,) = p.steps
+    assert isinstance(remove, plan.Remove) and remove.fields == (
+        'spec.ports[{"port":10255,"protocol":"TCP"}]',
+    )
+    assert remove.ops == (
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "remove", "path": "/spec/ports/2"},
+    )
+    # Without --take-over: a warning, and no write at all.
+    p = plan.build(Config(resources=SLICES_ONLY), selection(), Live(service=live))
+    assert p.steps == () and [w.event for w in p.warnings] == ["foreign_fields"]
+
+
+def test_removal_escapes_label_keys_and_removes_list_items_from_the_end() -> None:
+    obj = raw(_foreign_port())
+    obj["metadata"]["labels"]["team/a~b"] = "x"
+    obj["spec"]["ports"].insert(0, {"name": "old", "port": 1, "protocol": "TCP"})
+    obj["metadata"]["managedFields"][1]["fieldsV1"]["f:metadata"] = {"f:labels": {"f:team/a~b": {}}}
+    obj["metadata"]["managedFields"][1]["fieldsV1"]["f:spec"]["f:ports"]['k:{"port":1,"protocol":"TCP"}'] = {}
+    live = view(obj, "Service", FM)
+    ops = live.removal(live.foreign(SERVICE))
+    assert [o["path"] for o in ops] == ["/metadata/resourceVersion", "/spec/ports/3", "/spec/ports/0",
+                                        "/metadata/labels/team~1a~0b"]  # fmt: skip
 
 
 def test_our_slice_of_another_address_type_is_deleted() -> None:
     fqdn = _slice("kubelet-fqdn-0", "example.com", family="FQDN", rv="4")
-    sp = plan.slices(Config(), selection(node("a", "10.0.0.1")), (fqdn,), None)
-    assert sp.deletes == (plan.Delete("kubelet-fqdn-0", "4"),)
-    assert "ownerReferences" not in sp.grow[0].body["metadata"]
+    ss = steps(Config(), selection(node("a", "10.0.0.1")), (fqdn,))
+    assert ss[-1] == plan.Delete("kubelet-fqdn-0", "4")
+    assert [a.name for a in applies(ss)] == ["kubelet-ipv4-0"]

@@ -1,22 +1,25 @@
-"""The README's tables stay in step with the code (flags, exit codes, log events)."""
+"""README.md and docs/ stay in step with the code (flags, exit codes, log events); every link resolves."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 from lib import config
 from lib.exitcodes import MEANING, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+BEHAVIOUR = (ROOT / "docs" / "behaviour.md").read_text(encoding="utf-8")
 
 
-def _table_after(marker: str) -> list[list[str]]:
+def _table_after(marker: str, text: str = README) -> list[list[str]]:
     """Rows (cells stripped) of the first Markdown table after ``marker``."""
-    start = README.index(marker)
+    start = text.index(marker)
     rows: list[list[str]] = []
-    for line in README[start:].splitlines()[1:]:
+    for line in text[start:].splitlines()[1:]:
         if not line.startswith("|"):
             if rows:
                 break
@@ -68,6 +71,50 @@ def test_flag_table_defaults_match_the_config() -> None:
 def test_every_logged_event_is_documented() -> None:
     code = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "lib").glob("*.py")))
     logged = set(re.findall(r"\.(?:debug|info|warning|error|log)\((?:\s*\w+,)?\s*\"(\w+)\"", code))
-    documented = {row[0].strip("`") for row in _table_after("<!-- events:")}
+    logged |= set(re.findall(r"\bWarning\(\s*\"(\w+)\"", code))  # lib/plan.py's warnings, logged by run
+    logged |= set(re.findall(r"\bevent=\"(\w+)\"", code))  # lib/log.py names library warnings
+    documented = {row[0].strip("`") for row in _table_after("<!-- events:", BEHAVIOUR)}
     assert "reconcile_finished" in logged
     assert logged - {"failure_traceback"} == documented
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings (code blocks skipped)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        match = None if in_code else re.match(r"#{1,6} (.*)", line)
+        if match:
+            text = re.sub(r"[^\w\- ]", "", match[1].strip().lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_resolves_inside_the_repository(doc: Path) -> None:
+    # A user who clones the repository must be able to follow every link:
+    # no target outside it (../shared is not shipped), none missing, and every
+    # #anchor a heading of its file.
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links or doc.name != "README.md"
+    for link in links:
+        assert not re.match(r"[a-z]+:", link), f"{doc.name}: external link {link}"
+        path, _, anchor = link.partition("#")
+        target = (doc.parent / path).resolve() if path else doc
+        assert target.is_relative_to(ROOT), f"{doc.name}: {link} leaves the repository"
+        assert target.exists(), f"{doc.name}: {link} does not exist"
+        if anchor:
+            assert anchor in github_anchors(target.read_text(encoding="utf-8")), (
+                f"{doc.name}: no heading for {link}"
+            )
+
+
+def test_the_readme_is_short() -> None:
+    # Evidence and runbooks live in docs/; the README is what a new user reads.
+    assert len(README.encode()) <= 12 * 1024

@@ -229,12 +229,13 @@ def test_second_run_writes_nothing_and_changes_no_resource_version(fake: FakeApi
     assert r.code == 0 and r.finished["outcome"] == "unchanged" and r.finished["writes"] == 0
     assert versions(fake) == before
     assert writes(fake) == []
-    # The node list plus one read per object.
+    # The node list, one read per object, and the list of kubelet Services.
     assert [f"{q.method} {q.path}" for q in fake.requests] == [
         f"GET {NODES}",
         f"GET {SERVICE}",
         f"GET {ENDPOINTS}",
         "GET /apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+        "GET /api/v1/namespaces/kube-system/services",
     ]
 
 
@@ -396,7 +397,7 @@ def test_dry_run_sends_dry_run_on_every_write_and_stores_nothing(fake: FakeApiSe
     r = run("--dry-run")
     assert r.code == 0 and r.finished["outcome"] == "dry_run"
     assert len(fake.matching("PATCH")) == 4
-    assert all(q.query.get("dryRun") == "All" for q in fake.requests if q.method != "GET")
+    assert all(q.query.get("dryRun") == "All" for q in fake.requests if q.method == "PATCH")
     assert versions(fake) == {}
 
     assert run().code == 0
@@ -405,7 +406,10 @@ def test_dry_run_sends_dry_run_on_every_write_and_stores_nothing(fake: FakeApiSe
     before = versions(fake)
     assert run("--dry-run").code == 0
     (delete,) = fake.matching("DELETE")
-    assert delete.query == {"dryRun": "All"}
+    # In the DeleteOptions body, not the query: with a body, the API server
+    # ignores the query, and a dry run beside a precondition deleted for real.
+    assert delete.query == {} and delete.json()["dryRun"] == ["All"]
+    assert delete.json()["preconditions"]["resourceVersion"]
     assert versions(fake) == before
 
 

@@ -1,0 +1,112 @@
+"""deploy/servicemonitor.yaml: well-formed, scrapes exactly as kube-prometheus-stack's own kubelet
+ServiceMonitor does (chart 88.5.3, rendered in tests/data), and selects the Service the reconciler
+publishes and no other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib import desired
+from lib.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+#: kube-prometheus-stack 88.5.3's kubelet ServiceMonitor, default values (tests/data/README.md).
+CHART_VERSION = "88.5.3"
+CHART_RENDER = ROOT / "tests" / "data" / f"kube-prometheus-stack-{CHART_VERSION}-kubelet-servicemonitor.yaml"
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as src:
+        return [doc for doc in yaml.safe_load_all(src) if doc]
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [doc for doc in docs if doc["kind"] == kind]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+SERVICE_MONITOR = _one(_docs(DEPLOY / "servicemonitor.yaml"), "ServiceMonitor")
+CHART = _one(_docs(CHART_RENDER), "ServiceMonitor")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_ENDPOINT_KEYS = {
+    "port",
+    "path",
+    "scheme",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "honorTimestamps",
+    "trackTimestampsStaleness",
+    "bearerTokenFile",
+    "authorization",
+    "tlsConfig",
+    "relabelings",
+    "metricRelabelings",
+}
+_RELABEL_KEYS = {"sourceLabels", "separator", "regex", "targetLabel", "replacement", "action", "modulus"}
+
+
+def test_the_reference_is_the_chart_render_we_name() -> None:
+    labels = CHART["metadata"]["labels"]
+    assert labels["chart"] == f"kube-prometheus-stack-{CHART_VERSION}"
+    assert labels["app.kubernetes.io/version"] == CHART_VERSION
+
+
+def test_the_service_monitor_is_well_formed() -> None:
+    sm = SERVICE_MONITOR
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(sm) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(sm["spec"]) <= {"attachMetadata", "jobLabel", "namespaceSelector", "selector", "endpoints"}
+    for endpoint in sm["spec"]["endpoints"]:
+        assert set(endpoint) <= _ENDPOINT_KEYS, endpoint
+        assert set(endpoint["tlsConfig"]) <= {"caFile", "insecureSkipVerify", "serverName"}
+        for relabel in endpoint.get("relabelings", []) + endpoint.get("metricRelabelings", []):
+            assert set(relabel) <= _RELABEL_KEYS, relabel
+            assert all(_LABEL_NAME.fullmatch(label) for label in relabel.get("sourceLabels", []))
+            re.compile(relabel.get("regex", "(.*)"))
+
+
+def test_it_scrapes_exactly_as_the_charts_kubelet_service_monitor() -> None:
+    ours, chart = SERVICE_MONITOR["spec"], CHART["spec"]
+    # Endpoint for endpoint, field for field: paths, intervals, honorTimestamps and
+    # trackTimestampsStaleness on cadvisor, TLS, token, relabelings and metricRelabelings.
+    assert ours["endpoints"] == chart["endpoints"]
+    assert [e.get("path", "/metrics") for e in ours["endpoints"]] == [
+        "/metrics",
+        "/metrics/cadvisor",
+        "/metrics/probes",
+    ]
+    (cadvisor,) = [e for e in ours["endpoints"] if e.get("path") == "/metrics/cadvisor"]
+    assert cadvisor["honorTimestamps"] is True and cadvisor["trackTimestampsStaleness"] is True
+    assert ours["jobLabel"] == chart["jobLabel"] == "k8s-app"
+    assert ours["attachMetadata"] == chart["attachMetadata"]
+    assert ours["namespaceSelector"] == chart["namespaceSelector"]
+    # The selector: the chart's labels, and ours, so a leftover operator Service is not scraped too.
+    assert chart["selector"]["matchLabels"].items() < ours["selector"]["matchLabels"].items()
+    assert set(ours["selector"]) == {"matchLabels"}
+
+
+def test_it_selects_the_published_kubelet_service_and_no_other() -> None:
+    cfg = Config()
+    service = desired.service(cfg)
+    spec = SERVICE_MONITOR["spec"]
+    labels = service["metadata"]["labels"]
+    assert cfg.namespace in spec["namespaceSelector"]["matchNames"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert labels[spec["jobLabel"]] == "kubelet"  # job="kubelet", as the chart's rules expect
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    assert {endpoint["port"] for endpoint in spec["endpoints"]} <= port_names
+    # prometheus-operator's kubelet controller labels its Service k8s-app and
+    # app.kubernetes.io/name kubelet too, and managed-by prometheus-operator.
+    operator = {
+        "k8s-app": "kubelet",
+        "app.kubernetes.io/name": "kubelet",
+        "app.kubernetes.io/managed-by": "prometheus-operator",
+    }
+    assert not spec["selector"]["matchLabels"].items() <= operator.items()
