@@ -9,7 +9,10 @@ in tests/test_signals.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -21,8 +24,9 @@ from typing import Any
 import pytest
 import structlog
 
-from lib import config, log
+from lib import config, kube, log
 from lib.exitcodes import UsageError
+from lib.run import main
 from tests.fakeapi import FakeApiServer, make_node
 from tests.hostile import HostileServer
 from tests.realserver import RealApiServer
@@ -327,10 +331,8 @@ def test_item5_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, ku
     items = [make_node(f"n{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(3)]
     body = json.dumps({"kind": "NodeList", "metadata": {}, "items": items}).encode()
     fake.inject("GET", NODES, body=body, times=-1)
-    run = run_main(["--kubeconfig", kubeconfig, "--termination-log", ""], {"KUBELET_ENDPOINTS_X": ""})
+    run = run_main(["--kubeconfig", kubeconfig, "--termination-log", ""], {})
     assert run.code == 0  # 3 items on a page of 500: fine
-    from lib import kube
-
     api = kube.Api(kube.load_client(kubeconfig, None, {}), kube.Deadline(5), log.get())
     with pytest.raises(kube.ApiUnavailable, match="3 items on a page of 2"):
         api.list_nodes("", 2)
@@ -460,25 +462,19 @@ def test_item12_two_nodes_with_one_name_are_not_published(fake: FakeApiServer, k
 def test_item10_console_tracebacks_are_plain(
     fake: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An internal error deep in a request, with the Authorization header in
-    # the frames' locals: neither format may show it.
-    from lib import kube
-
+    # An internal error while a response is read: the frames above hold the
+    # request's headers, Authorization among them, in their locals. Neither
+    # format may show them.
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(kube.Api, "list_nodes", broken)
+    monkeypatch.setattr(kube, "_read_bounded", broken)
     for fmt in ("json", "console"):
         argv = ["--kubeconfig", kubeconfig, "--termination-log", "", "--log-format", fmt]
         if fmt == "json":
             run = run_main(argv, {})
             text = json.dumps(run.events)
         else:
-            import contextlib
-            import io
-
-            from lib.run import main
-
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 assert main(argv, {}) == 1
@@ -488,7 +484,7 @@ def test_item10_console_tracebacks_are_plain(
     # Whatever structlog would pick by default (rich's, with locals, when rich
     # is installed), the console renderer is given the plain formatter.
     log.configure("console")
-    handler = next(h for h in __import__("logging").getLogger().handlers if h.get_name() == log._HANDLER_NAME)
+    handler = next(h for h in logging.getLogger().handlers if h.get_name() == log._HANDLER_NAME)
     renderer = handler.formatter.processors[-1]  # type: ignore[union-attr]
     assert isinstance(renderer, structlog.dev.ConsoleRenderer)
     assert renderer._exception_formatter is structlog.dev.plain_traceback
