@@ -16,7 +16,7 @@ import structlog
 from lib import desired
 from lib.kube import Api, Deadline, WriteConflict, load_client
 from tests.fakeapi import make_node
-from tests.operator import OPERATOR, SLICES, operator_objects, seed_case
+from tests.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main
 
