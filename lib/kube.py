@@ -237,7 +237,8 @@ def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[st
     contents: set[str] = set()  # every string of the kubeconfig, kept out of error messages
     plugin: list[str] = []
     try:
-        with _exec_errors_captured() as exec_errors:
+        # blocking(): a signal ends a hung exec plugin at once, not at the deadline.
+        with interrupts.blocking(), _exec_errors_captured() as exec_errors:
             if kubeconfig:
                 # KUBECONFIG may list several files (path-separated), as kubectl allows.
                 _load_kubeconfig(kubeconfig, context, cfg, contents, plugin)

@@ -177,3 +177,29 @@ def test_no_request_follows_a_signal(fake: FakeApiServer, kubeconfig: str) -> No
     assert run.code == 143
     assert run.finished["reason"] == "interrupted by SIGTERM"
     assert signalled and len(fake.requests) == signalled[0]
+
+
+def test_sigterm_ends_a_hung_exec_plugin_at_once(tmp_path: Path) -> None:
+    started = tmp_path / "plugin-started"
+    plugin = tmp_path / "get-credential"
+    plugin.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 8\n", encoding="utf-8")
+    plugin.chmod(0o755)
+    with HostileServer("hang") as server:
+        kubeconfig = server.write_kubeconfig(
+            tmp_path / "kubeconfig",
+            exec={"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin)},
+        )
+        proc = _start(["--kubeconfig", kubeconfig, "--termination-log", ""], tmp_path)
+        try:
+            deadline = time.monotonic() + 30
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert started.exists(), "the plugin never ran"
+            sent = time.monotonic()
+            os.kill(proc.pid, signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, out + err
+    assert time.monotonic() - sent < 5  # not the plugin's 8 s, nor the run's deadline
+    assert _lines(out)[-1]["reason"] == "interrupted by SIGTERM"
