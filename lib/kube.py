@@ -584,6 +584,9 @@ class Api:
         except ValueError:
             # A proxy's HTML error page or a cut-off body: worth another try.
             raise _Transient(f"{status} response is not JSON ({len(data)} bytes)") from None
+        except RecursionError:
+            # "[[[[..." a hundred thousand deep: no API object nests like that.
+            raise _Transient(f"{status} response nests too deep ({len(data)} bytes)") from None
         problem = _shape_problem(parsed, expect)
         if problem:
             raise _Transient(f"{status} response is {problem}")

@@ -562,3 +562,11 @@ def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
     assert run.code == 4, run.finished
     assert "neither the deleted object nor a Success Status" in run.finished["reason"]
     assert run.named("endpointslice_deleted") == []
+
+
+def test_item5_json_nested_too_deep_is_exit_4_not_a_bug(fake: FakeApiServer, kubeconfig: str) -> None:
+    fake.inject("GET", NODES, body=b"[" * 100_000, times=-1)
+    run = run_main(["--kubeconfig", kubeconfig, "--termination-log", "", "--timeout", "1.5"], {})
+    assert run.code == 4, run.finished
+    assert "nests too deep" in run.finished["reason"]
+    assert run.named("internal_error") == []
