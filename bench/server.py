@@ -1,4 +1,4 @@
-"""The benchmark's API server: ``tests/fakeapi.py`` in a process of its own.
+"""The benchmark's API server: ``tests/fakeapi/`` in a process of its own.
 
 Run by ``bench/bench.py`` (never by hand)::
 

@@ -49,7 +49,7 @@ import kubernetes.config
 
 import lib.kube
 from lib.run import main as reconcile_main
-from tests.fakeapi import FakeApiError, FakeApiServer, Request, _kind_of, make_node
+from tests.fakeapi import FakeApiError, FakeApiServer, Request, kind_of, make_node
 
 # Imported here, not in the first run: a cold import of the client costs
 # seconds on a busy machine and would eat the first run's short deadline.
@@ -719,7 +719,7 @@ class Watch:
         # As another client would, through the fake's DELETE code path, but not
         # over HTTP: the run's faults and request log are the run's alone.
         with contextlib.suppress(FakeApiError):
-            self.fake._delete(_kind_of("EndpointSlice"), NS, name, {}, b"")
+            self.fake._delete(kind_of("EndpointSlice"), NS, name, {}, b"")
 
 
 def release_foreign(fake: FakeApiServer) -> None:

@@ -1,6 +1,6 @@
 """``make run``: one real reconcile against a built-in demo cluster, never a real one.
 
-The demo cluster is the fake API server (``tests/fakeapi.py``) on 127.0.0.1,
+The demo cluster is the fake API server (``tests/fakeapi/``) on 127.0.0.1,
 seeded with the IP-reuse case and an Endpoints object as prometheus-operator's
 kubelet controller leaves it: the NotReady node A and the new node B both at
 1.2.3.4. The run is the real ``reconciler.py`` code path over real HTTP;

@@ -570,8 +570,19 @@ def test_missing_context_and_malformed_kubeconfig_end_with_exit_3(
 
 def test_context_flag_selects_the_context(fake: FakeApiServer, run: Any, tmp_path: Path) -> None:
     fake.set_nodes(nodes(1))
-    path = fake.write_kubeconfig(tmp_path / "ctx", context="other")
-    assert run("--context", "other", kubeconfig_=path).code == 0
+    path = tmp_path / "ctx"
+    config = json.loads(Path(fake.write_kubeconfig(path, context="other")).read_text())
+    # The current context is another one, whose token the server refuses: a
+    # run that ignored --context would end with exit 5, not 0.
+    config["clusters"].append({"name": "current", "cluster": {"server": fake.url}})
+    config["users"].append({"name": "current", "user": {"token": "not-the-token"}})
+    config["contexts"].append({"name": "current", "context": {"cluster": "current", "user": "current"}})
+    config["current-context"] = "current"
+    path.write_text(json.dumps(config))
+    assert run(kubeconfig_=str(path)).code == ExitCode.FORBIDDEN
+    fake.clear_log()
+    assert run("--context", "other", kubeconfig_=str(path)).code == 0
+    assert fake.requests and all(r.headers["authorization"] == f"Bearer {fake.token}" for r in fake.requests)
 
 
 def test_tls_failure_ends_with_exit_3(fake: FakeApiServer, run: Any, tmp_path: Path) -> None:
