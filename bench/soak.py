@@ -509,6 +509,13 @@ FAULTS = {
     "non-JSON body": 2,
     "HTML error page (502)": 1,
     "truncated body": 2,
+    # A hostile or broken server (issue 10): none of these is an answer, and
+    # a run that took one for success read an empty cluster or counted a
+    # write that stored nothing.
+    "redirect (302)": 1,
+    "204 No Content": 1,
+    "empty object {}": 1,
+    "1 MB Status message (503)": 1,
 }
 _TRANSIENT = set(FAULTS) - {"409 Conflict"}
 _NOT_AIMED = ("410 on a continue token", "hang past the deadline")
@@ -570,6 +577,15 @@ def inject(fake: FakeApiServer, f: Fault, settings: Settings) -> None:
         kw.update(status=502, body=b"<html><body><h1>502 Bad Gateway</h1></body></html>")
     elif kind == "truncated body":
         kw["truncate"] = True
+    elif kind == "redirect (302)":
+        kw["status"] = 302
+    elif kind == "204 No Content":
+        kw["status"] = 204
+    elif kind == "empty object {}":
+        kw["body"] = b"{}"
+    elif kind == "1 MB Status message (503)":
+        status = {"kind": "Status", "code": 503, "reason": "ServiceUnavailable", "message": "m" * (1 << 20)}
+        kw.update(status=503, body=json.dumps(status).encode())
     fake.inject(method, path, **kw)
 
 
@@ -757,6 +773,10 @@ def check_run(
         v.append(f"exit {code} but reconcile_finished says {result.finished[0].get('exit_code')}")
     if code not in DOCUMENTED:
         v.append(f"exit {code} is not a documented code: {result.finished[-1:]} ")
+    # A failure's reason is one bounded line, whatever the server sent (issue 10).
+    reason_text = str(result.finished[0].get("reason") or "") if result.finished else ""
+    if len(reason_text) > 512 or "\n" in reason_text:
+        v.append(f"reason of {len(reason_text)} characters, not one line of at most 512")
     # The deadline holds.
     if result.seconds > settings.timeout + settings.slack:
         v.append(f"run took {result.seconds:.2f} s, deadline {settings.timeout:g} s")
@@ -1004,6 +1024,12 @@ def converge(fake: FakeApiServer, cluster: Cluster, args: Sequence[str]) -> list
     if first.code == 7:
         # All nodes NotReady at the end: the guard holds, as it must; converge once they return.
         cluster.recover(Counter())
+        # Nodes being deleted or without a usable address stay unpublished
+        # after a recovery: new nodes join until there is something to publish.
+        for _ in range(50):
+            if oracle(cluster.snapshot()).endpoints:
+                break
+            cluster._join()
         fake.set_nodes(cluster.dicts())
         first = run_once(args)
         if first.code != 0:

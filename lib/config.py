@@ -20,10 +20,19 @@ RESOURCES = ("endpoints", "endpointslices")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_SLICE_CAPACITY = 1000  # the API server's own limit per EndpointSlice
 
+# Matched with fullmatch, never match: "$" also matches before a trailing
+# newline, and "kube-system\n" would reach the API server (and fail only
+# there, after requests, as a rejected write).
 # A DNS-1123 label (Service, namespace and slice names must be one).
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # A label value (the field manager is also the managed-by label value).
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+# Numbers in ASCII only: int() and float() also take fullwidth and Arabic-Indic
+# digits, and surrounding whitespace, which no operator means to type.
+_INTEGER = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+#: Boolean flags: each has a --no- form, so a flag can undo its environment variable.
+BOOLEAN_FLAGS = ("http_metrics", "dry_run", "allow_empty", "take_over")
 # Longest suffix we add to the service name: "-ipv6-" plus a slice number.
 _SLICE_SUFFIX_ROOM = len("-ipv6-") + 4
 _TRUE = {"1", "true", "yes", "on"}
@@ -102,20 +111,18 @@ def _parser() -> _Parser:
     )
     add("--resources", metavar="LIST", help="comma list of endpoints,endpointslices (default: both)")
     add("--max-endpoints-per-slice", metavar="N", help="1..1000 (default: 100)")
-    add("--http-metrics", action="store_const", const="true", help="also publish the read-only port 10255")
+    add("--http-metrics", action=argparse.BooleanOptionalAction, help="also publish the read-only port 10255")
     add("--field-manager", metavar="NAME", help="SSA field manager and managed-by label")
-    add("--dry-run", action="store_const", const="true", help="server-side dry run (dryRun=All)")
+    add("--dry-run", action=argparse.BooleanOptionalAction, help="server-side dry run (dryRun=All)")
     add("--timeout", metavar="SECONDS", help="deadline for the whole run, retries included (default: 50)")
     add(
         "--allow-empty",
-        action="store_const",
-        const="true",
+        action=argparse.BooleanOptionalAction,
         help="allow publishing an empty set over a non-empty one",
     )
     add(
         "--take-over",
-        action="store_const",
-        const="true",
+        action=argparse.BooleanOptionalAction,
         help="make our objects wholly ours and delete foreign slices of our Service",
     )
     add("--log-format", choices=("json", "console"), help="json lines (default) or console")
@@ -146,13 +153,41 @@ def _bool(dest: str, raw: str) -> bool:
 
 
 def _number(dest: str, raw: str, kind: type[int] | type[float]) -> float:
+    grammar = _INTEGER if kind is int else _DECIMAL
+    if not grammar.fullmatch(raw):
+        what = "a whole number" if kind is int else "a number"
+        raise UsageError(f"{_flag(dest)} {raw!r}: not {what} (ASCII digits only)")
+    return kind(raw)
+
+
+def _utf8(dest: str, raw: str) -> str:
+    # A non-UTF-8 byte in argv or the environment arrives as a lone surrogate
+    # (PEP 383); sent to the API server it would fail as an encoding error.
     try:
-        value = kind(raw)
-    except ValueError:
-        raise UsageError(f"{_flag(dest)} {raw!r}: not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise UsageError(f"{_flag(dest)} {raw!r}: not a finite number")
-    return value
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{_flag(dest)}: the value is not valid UTF-8") from None
+    return raw
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """``KUBELET_ENDPOINTS_*`` variables that name no flag (a misspelling), sorted."""
+    known = {_env_name(a.dest) for a in _parser()._actions if a.dest != "help"}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+
+
+def termination_log_path(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """``--termination-log`` (or its variable) read alone, for a run whose other flags failed to parse."""
+    path = environ.get(_env_name("termination_log"), Config.termination_log)
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--termination-log" and i + 1 < len(args):
+            path = args[i + 1]  # argparse: the last one wins
+        elif arg.startswith("--termination-log="):
+            path = arg.partition("=")[2]
+    return path
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -160,6 +195,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     args = vars(_parser().parse_args(list(argv)))
     raw: dict[str, str] = {}
     for dest, value in args.items():
+        if isinstance(value, bool):  # --flag / --no-flag
+            value = "true" if value else "false"
         if value is None:
             value = environ.get(_env_name(dest))
             # An empty variable means "not set" (a common Helm/kustomize leftover),
@@ -167,12 +204,12 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             if value == "" and dest not in ("node_selector", "termination_log"):
                 value = None
         if value is not None:
-            raw[dest] = value
+            raw[dest] = _utf8(dest, value)
 
     defaults = Config()
     values: dict[str, Any] = {}
     for dest, value in raw.items():
-        if dest in ("http_metrics", "dry_run", "allow_empty", "take_over"):
+        if dest in BOOLEAN_FLAGS:
             values[dest] = _bool(dest, value)
         elif dest == "max_endpoints_per_slice":
             values[dest] = int(_number(dest, value, int))
@@ -212,14 +249,14 @@ def _validate(cfg: Config) -> None:
     # The run must end before the next minute's run starts; an hour is already absurd.
     if not 0 < cfg.timeout <= 3600:
         raise UsageError(f"--timeout {cfg.timeout:g}: must be more than 0 and at most 3600 seconds")
-    if not _DNS_LABEL.match(cfg.namespace) or len(cfg.namespace) > 63:
+    if not _DNS_LABEL.fullmatch(cfg.namespace) or len(cfg.namespace) > 63:
         raise UsageError(f"--namespace {cfg.namespace!r}: not a valid namespace name")
-    if not _DNS_LABEL.match(cfg.service_name) or len(cfg.service_name) > 63 - _SLICE_SUFFIX_ROOM:
+    if not _DNS_LABEL.fullmatch(cfg.service_name) or len(cfg.service_name) > 63 - _SLICE_SUFFIX_ROOM:
         raise UsageError(
             f"--service-name {cfg.service_name!r}: must be a DNS label of at most "
             f"{63 - _SLICE_SUFFIX_ROOM} characters (slice names add a suffix)"
         )
-    if not _LABEL_VALUE.match(cfg.field_manager) or len(cfg.field_manager) > 63:
+    if not _LABEL_VALUE.fullmatch(cfg.field_manager) or len(cfg.field_manager) > 63:
         raise UsageError(
             f"--field-manager {cfg.field_manager!r}: must be a valid label value (it is the managed-by label)"
         )

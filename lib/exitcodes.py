@@ -8,6 +8,7 @@ exception to its code in one place. Anything else that escapes is a bug
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 from typing import ClassVar
 
@@ -87,3 +88,17 @@ class SafetyGuard(ReconcileError):
     """The run would replace a non-empty endpoint set with an empty one (exit 7)."""
 
     exit_code = ExitCode.SAFETY_GUARD
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT stopped the run (exit 128+N).
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` in the
+    client, urllib3 or tenacity may swallow it or retry after it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}")
+        self.reason = f"interrupted by {name}"
+        self.exit_code = 128 + signum

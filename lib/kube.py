@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import os
+import re
 import signal
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from urllib.parse import quote
 import tenacity
 import urllib3
 
+from lib import interrupts, log
 from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, ReconcileError, UsageError, WriteRejected
 from lib.nodes import MalformedNode, NodeInfo, slim
 
@@ -43,6 +48,9 @@ PAGE_SIZE = 500
 #: A 410 on a continue token restarts the list; more restarts than this means
 #: the cluster changes faster than we can list it.
 MAX_LIST_RESTARTS = 3
+#: Far above any real cluster (Kubernetes supports 5,000 nodes): a list
+#: that goes on past this is a broken or hostile server, not a cluster.
+MAX_NODES = 200_000
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_CONTENT_TYPE = "application/json"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
@@ -126,47 +134,149 @@ def _retry_after(raw: str | None) -> float | None:
         return None
 
 
-def _status_text(body: bytes) -> tuple[str, str]:
-    """(reason, message) of a kind: Status error body, best effort."""
+def _status_text(body: bytes | bytearray) -> tuple[str, str]:
+    """(reason, message) of a kind: Status error body, best effort, each cut to 256 characters."""
     try:
         doc = json.loads(body)
-        return str(doc.get("reason") or ""), str(doc.get("message") or "")
+        reason, message = str(doc.get("reason") or ""), str(doc.get("message") or "")
     except (ValueError, AttributeError):
-        return "", body[:200].decode("utf-8", "replace").strip()
+        reason, message = "", body[:256].decode("utf-8", "replace")
+    return _one_line(reason)[:256], _one_line(message)[:256]
+
+
+#: The 2xx answers a request of ours can have (200, 201 on create, 202 on delete).
+_SUCCESS = {200, 201, 202}
+#: No response body is read past this: a real node page of 500 nodes is ~10 MB.
+MAX_RESPONSE_BYTES = 64 << 20
+_CHUNK = 1 << 16
+_INFLATE_STEP = 1 << 20
+
+
+def _read_bounded(raw: Any, status: int) -> bytearray:
+    """The body of ``raw`` (an unread urllib3 response), decompressed, at most MAX_RESPONSE_BYTES.
+
+    Read raw and decompressed here in bounded steps (1 MB out of the
+    decompressor at a time, one growing buffer, no copy at the end): urllib3
+    would expand a 1 MB gzip body to whatever it holds, and read a 1 GB body
+    whole.
+    """
+    encoding = (raw.headers.get("Content-Encoding") or "identity").strip().lower()
+    try:
+        if encoding not in ("identity", "gzip", "deflate", "x-gzip"):
+            raise _Transient(f"{status} response in an unknown Content-Encoding {encoding[:40]!r}")
+        declared = raw.headers.get("Content-Length") or ""
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise _too_large(status)
+        # wbits 47: a gzip or zlib header, detected; "deflate" servers send zlib.
+        inflate = zlib.decompressobj(47) if encoding != "identity" else None
+        body = bytearray()
+        while True:
+            chunk = raw.read(_CHUNK, decode_content=False)
+            if not chunk:
+                break
+            if inflate is None:
+                body += chunk
+            while chunk and inflate is not None:
+                # A 64 KB chunk of a gzip bomb holds 64 MB: take it 1 MB at a time.
+                body += inflate.decompress(chunk, _INFLATE_STEP)
+                chunk = inflate.unconsumed_tail
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise _too_large(status)
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise _too_large(status)
+        if inflate is not None:
+            body += inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise _too_large(status)
+    except zlib.error:
+        raw.close()
+        raise _Transient(f"{status} response: corrupt {encoding} body") from None
+    except BaseException:
+        raw.close()  # the rest of the body is never read: this connection is done
+        raise
+    raw.release_conn()
+    return body
+
+
+def _too_large(status: int) -> ApiUnavailable:
+    # Not retried: the same request would fetch the same oversized body again.
+    return ApiUnavailable(f"{status} response larger than {MAX_RESPONSE_BYTES >> 20} MiB: refused")
+
+
+def _shape_problem(body: Any, expect: str) -> str | None:
+    if not isinstance(body, dict):
+        return f"a JSON {type(body).__name__}, not an object"
+    if expect == "list" and not isinstance(body.get("items"), list):
+        return "not a list (no items)"
+    if expect == "object" and not isinstance(body.get("metadata"), dict):
+        return "not an object (no metadata)"
+    # A delete answers with the object (now being deleted) or a Success Status.
+    success = body.get("kind") == "Status" and body.get("status") == "Success"
+    if expect == "deleted" and not success and not isinstance(body.get("metadata"), dict):
+        return "neither the deleted object nor a Success Status"
+    return None
+
+
+def _sleep(seconds: float) -> None:
+    with interrupts.blocking():  # a backoff sleep ends at a signal
+        time.sleep(seconds)
 
 
 def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[str, str]) -> Any:
-    """An ``ApiClient`` from --kubeconfig/--context, in-cluster, or ~/.kube/config (SPEC order)."""
+    """An ``ApiClient`` from --kubeconfig/--context, in-cluster, or ~/.kube/config (SPEC order).
+
+    Errors name the file and the kind of problem only, never its contents
+    (SPEC "Security"): the loader's own messages quote whole kubeconfig
+    entries, tokens included, and YAML errors quote the offending line.
+    """
     from kubernetes.client import ApiClient, Configuration
-    from kubernetes.config import incluster_config, kube_config
+    from kubernetes.config import incluster_config
 
     cfg = Configuration()
     source = kubeconfig or ""
+    contents: set[str] = set()  # every string of the kubeconfig, kept out of error messages
+    plugin: list[str] = []
     try:
-        if kubeconfig:
-            # KUBECONFIG may list several files (path-separated), as kubectl allows.
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=cfg
-            )
-        elif environ.get("KUBERNETES_SERVICE_HOST"):
-            source = "in-cluster config"
-            if context:
-                raise ConfigError("--context needs a kubeconfig; in-cluster config has no contexts")
-            incluster_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            home = environ.get("HOME") or os.path.expanduser("~")
-            source = os.path.join(home, ".kube", "config")
-            if not os.path.exists(source):
-                raise ConfigError(
-                    "no kubeconfig: set --kubeconfig or KUBECONFIG, run in-cluster, or create ~/.kube/config"
-                )
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=source, context=context, client_configuration=cfg
-            )
+        # blocking(): a signal ends a hung exec plugin at once, not at the deadline.
+        with interrupts.blocking(), _exec_errors_captured() as exec_errors:
+            if kubeconfig:
+                # KUBECONFIG may list several files (path-separated), as kubectl allows.
+                _load_kubeconfig(kubeconfig, context, cfg, contents, plugin)
+            elif environ.get("KUBERNETES_SERVICE_HOST"):
+                source = "in-cluster config"
+                if context:
+                    raise ConfigError("--context needs a kubeconfig; in-cluster config has no contexts")
+                incluster_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                home = environ.get("HOME") or os.path.expanduser("~")
+                source = os.path.join(home, ".kube", "config")
+                if not os.path.exists(source):
+                    raise ConfigError(
+                        "no kubeconfig: set --kubeconfig or KUBECONFIG, run in-cluster,"
+                        " or create ~/.kube/config"
+                    )
+                _load_kubeconfig(source, context, cfg, contents, plugin)
     except ReconcileError:
         raise  # ours, including the deadline's interrupt (Deadline.enforced): exit 4, not 3
     except Exception as exc:  # the loader raises ConfigException, YAML, OS and key errors alike
-        raise ConfigError(f"cannot load {source}: {_one_line(exc)}") from None
+        raise ConfigError(f"cannot load {source}: {_config_problem(exc, contents)}") from None
+    if exec_errors:
+        raise ConfigError(_plugin_failed(source, plugin, exec_errors))
+    _check_credential(cfg, source)
+    hook = cfg.refresh_api_key_hook
+    if hook is not None:
+        # An exec credential with an expiry is fetched again by the client
+        # before a request: the same guards apply to what it returns.
+        def refresh(c: Any) -> None:
+            with _exec_errors_captured() as errors:
+                hook(c)
+            # The loader's hook re-installs itself (and its untrimmed token).
+            c.refresh_api_key_hook = refresh
+            if errors:
+                raise ConfigError(_plugin_failed(source, plugin, errors))
+            _check_credential(c, source)
+
+        cfg.refresh_api_key_hook = refresh
     # Our tenacity policy is the only retry layer: urllib3's default of three
     # silent retries would multiply every timeout past the run's deadline.
     cfg.retries = False
@@ -174,9 +284,236 @@ def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[st
     return ApiClient(cfg)
 
 
-def _one_line(exc: BaseException) -> str:
+#: A kubeconfig larger than this is refused unread (real ones are a few KB to
+#: a few hundred KB, embedded certificates included).
+MAX_KUBECONFIG_BYTES = 1 << 20
+#: Keys whose values are credentials: never logged, wherever they appear.
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "password",
+        "client-key-data",
+        "client-certificate-data",
+        "id-token",
+        "refresh-token",
+        "access-token",
+        "client-secret",
+        "value",  # exec plugin env values (AWS keys and the like)
+    }
+)
+#: Kubeconfig field names: they may appear in error messages ("missing key token").
+_FIELD_NAMES = frozenset(
+    {
+        "apiVersion",
+        "kind",
+        "clusters",
+        "contexts",
+        "users",
+        "current-context",
+        "preferences",
+        "name",
+        "cluster",
+        "context",
+        "user",
+        "namespace",
+        "server",
+        "certificate-authority",
+        "certificate-authority-data",
+        "insecure-skip-tls-verify",
+        "tls-server-name",
+        "proxy-url",
+        "extensions",
+        "extension",
+        "token",
+        "tokenFile",
+        "username",
+        "password",
+        "client-certificate",
+        "client-certificate-data",
+        "client-key",
+        "client-key-data",
+        "exec",
+        "auth-provider",
+        "command",
+        "args",
+        "env",
+        "value",
+        "config",
+    }
+)
+
+
+class _AliasRefused(Exception):
+    """A YAML alias to a mapping or list: the "billion laughs" expansion."""
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        # Aliases of scalars are harmless; an alias of a collection lets a
+        # 1 KB file expand to gigabytes once the loader prints or copies it.
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                anchor = self.peek_event().anchor  # type: ignore[no-untyped-call]
+                if isinstance(self.anchors.get(anchor), yaml.CollectionNode):
+                    raise _AliasRefused()
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
+def _read_kubeconfig(path: str) -> Any:
+    """One kubeconfig file parsed, at most MAX_KUBECONFIG_BYTES, no collection aliases."""
+    import yaml
+
+    with open(path, "rb") as f:
+        data = f.read(MAX_KUBECONFIG_BYTES + 1)
+    if len(data) > MAX_KUBECONFIG_BYTES:
+        raise ConfigError(f"cannot load {path}: larger than {MAX_KUBECONFIG_BYTES} bytes")
+    try:
+        return yaml.load(data, Loader=_yaml_loader())  # a SafeLoader
+    except _AliasRefused:
+        raise ConfigError(f"cannot load {path}: YAML aliases of mappings or lists are not allowed") from None
+
+
+def _strings(doc: Any, out: set[str], depth: int = 0) -> None:
+    """Collect every string of a parsed document; register credential values as secrets."""
+    if depth > 50:
+        return
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in _SECRET_KEYS and isinstance(value, str | int):
+                log.add_secret(str(value))
+            _strings(key, out, depth + 1)
+            _strings(value, out, depth + 1)
+    elif isinstance(doc, list):
+        for item in doc:
+            _strings(item, out, depth + 1)
+    elif isinstance(doc, str | int | float) and not isinstance(doc, bool):
+        text = str(doc)
+        if len(text) >= 4 and text not in _FIELD_NAMES:
+            out.add(text)
+
+
+def _load_kubeconfig(
+    paths: str, context: str | None, cfg: Any, contents: set[str], plugin: list[str]
+) -> None:
+    from kubernetes.config import kube_config
+
+    for path in paths.split(kube_config.ENV_KUBECONFIG_PATH_SEPARATOR):
+        path = os.path.expanduser(path)
+        if path and os.path.exists(path):
+            _strings(_read_kubeconfig(path), contents)
+    # persist_config=False: the loader must never write the user's file back.
+    loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
+        filename=paths, active_context=context, persist_config=False
+    )
+    user = getattr(loader, "_user", None)
+    command = user.value.get("exec", {}).get("command") if user is not None else None
+    if isinstance(command, str):
+        plugin.append(os.path.basename(command))  # its name, never its arguments
+    loader.load_and_set(cfg)
+
+
+def _config_problem(exc: Exception, contents: set[str]) -> str:
+    """The kind of problem a kubeconfig has, without quoting any of it."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        text = f"not valid YAML: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    elif isinstance(exc, yaml.YAMLError):
+        text = "not valid YAML"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or type(exc).__name__
+    else:
+        message = str(exc)
+        key = re.search(r"Expected key (\S+) in ", message)
+        named = re.search(r"Expected object with name (.*) in (\S+) list", message)
+        if key:
+            text = f"invalid kubeconfig: missing key {key.group(1)}"
+        elif named:
+            text = f"invalid kubeconfig: no {named.group(2)} entry named {named.group(1)}"
+        elif type(exc).__name__ == "ConfigException":
+            text = f"invalid kubeconfig: {message}"
+        else:
+            text = f"malformed kubeconfig ({type(exc).__name__}: {message})"
+    for value in sorted(contents, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return _one_line(text)
+
+
+@contextmanager
+def _exec_errors_captured() -> Iterator[list[str]]:
+    """Keep the loader's own error logs (an exec plugin's failure, with its stderr) out of the log.
+
+    The loader logs a failing exec credential plugin at error level, output
+    and all, and carries on without credentials (the run would end in 401,
+    pointing the operator at RBAC). The records are captured here instead.
+    """
+    captured: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.pathname.endswith(("kube_config.py", "exec_provider.py")):
+            captured.append(record.getMessage())
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield captured
+    finally:
+        root.removeFilter(keep)
+
+
+def _plugin_failed(source: str, plugin: list[str], errors: list[str]) -> str:
+    name = repr(plugin[0]) if plugin else "(unnamed)"
+    first = errors[0]
+    status = re.match(r"exec: process returned (-?\d+)", first)
+    if status:
+        kind = f"exited with status {status.group(1)}"
+    elif first.startswith("exec: "):
+        kind = "returned no usable credential"
+    else:
+        kind = "could not be run"
+    return f"{source}: exec credential plugin {name} {kind} (its output is not shown)"
+
+
+# A header value the client can send: printable ASCII, single spaces or tabs inside.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+([ \t]+[\x21-\x7e]+)*")
+
+
+def _check_credential(cfg: Any, source: str) -> None:
+    """Trim the token (as client-go does) and refuse one that is not a valid header value (exit 3)."""
+    for name in ("BearerToken", "authorization"):
+        value = cfg.api_key.get(name)
+        if not isinstance(value, str):
+            continue
+        scheme, _, credential = value.strip().partition(" ")
+        credential = credential.strip()
+        log.add_secret(credential)
+        header = f"{scheme} {credential}"
+        if not credential or not _HEADER_VALUE.fullmatch(header):
+            raise ConfigError(f"{source or 'kubeconfig'}: the credential is not a valid HTTP header value")
+        cfg.api_key[name] = header
+
+
+def remove_temp_files() -> None:
+    """Remove the files the client decoded client keys and certificates into.
+
+    The loader writes ``client-key-data`` and friends to ``$TMPDIR`` and
+    removes them only at interpreter exit (``atexit``), which a signal skips.
+    """
+    kube_config = sys.modules.get("kubernetes.config.kube_config")
+    if kube_config is not None:
+        kube_config._cleanup_temp_files()
+
+
+def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
+    return log.redact(text)[:300]
 
 
 class Api:
@@ -191,7 +528,7 @@ class Api:
     # --- one request -------------------------------------------------------
 
     def _once(
-        self, method: str, path: str, query: Mapping[str, str], body: Body, content_type: str
+        self, method: str, path: str, query: Mapping[str, str], body: Body, content_type: str, expect: str
     ) -> Response:
         remaining = self.deadline.remaining()
         if remaining <= 0:
@@ -209,20 +546,23 @@ class Api:
         )
         self.requests += 1
         try:
-            resp = self.client.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=timeout
-            )
-            data = resp.read()
+            with interrupts.blocking():  # a signal may cut a wait on the network short
+                resp = self.client.call_api(
+                    method, url, header_params=headers, body=body, _request_timeout=timeout
+                )
+                status = int(resp.status)
+                data = _read_bounded(resp.response, status)
         except urllib3.exceptions.SSLError as exc:
             raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _Transient(f"{type(exc).__name__}: {_one_line(exc)}") from None
+        except (ReconcileError, _Transient):
+            raise
         except Exception as exc:
             # The client wraps TLS failures in ApiException(status=0).
             if getattr(exc, "status", None) == 0 and "SSL" in str(getattr(exc, "reason", "")):
                 raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
             raise
-        status = int(resp.status)
         if status in _TRANSIENT_STATUS:
             reason, message = _status_text(data)
             raise _Transient(
@@ -233,11 +573,23 @@ class Api:
             if status in (401, 403):
                 raise Forbidden(f"{method} {path}: {status} {reason or 'Forbidden'}: {message}".strip(": "))
             raise HttpError(status, reason, message)
+        if status not in _SUCCESS:
+            # A redirect (the client follows none: it would resend the token
+            # elsewhere), a 204 or another 2xx is no answer to our request:
+            # counting it as one read an empty cluster, or a write that
+            # stored nothing, as success.
+            raise _Transient(f"unexpected {status} response ({len(data)} bytes)")
         try:
-            parsed = json.loads(data) if data else {}
+            parsed = json.loads(data)
         except ValueError:
             # A proxy's HTML error page or a cut-off body: worth another try.
             raise _Transient(f"{status} response is not JSON ({len(data)} bytes)") from None
+        except RecursionError:
+            # "[[[[..." a hundred thousand deep: no API object nests like that.
+            raise _Transient(f"{status} response nests too deep ({len(data)} bytes)") from None
+        problem = _shape_problem(parsed, expect)
+        if problem:
+            raise _Transient(f"{status} response is {problem}")
         return Response(status, parsed)
 
     def request(
@@ -247,8 +599,14 @@ class Api:
         query: Mapping[str, str] | None = None,
         body: Body = None,
         content_type: str = JSON_CONTENT_TYPE,
+        expect: str = "any",
     ) -> Response:
-        """One logical request, retried on transient failures until the deadline."""
+        """One logical request, retried on transient failures until the deadline.
+
+        ``expect``: what a 2xx body must be, else it is retried like a 5xx:
+        "object" (has ``metadata``), "list" (has an ``items`` list),
+        "deleted" (an object or a Success Status) or "any" (a JSON object).
+        """
         query = query or {}
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
@@ -256,13 +614,13 @@ class Api:
             stop=self._stop,
             before_sleep=lambda rs: self._log_retry(method, path, rs),
             reraise=True,
-            sleep=time.sleep,
+            sleep=_sleep,
         )
         started = time.monotonic()
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body, content_type)
+                    return self._once(method, path, query, body, content_type, expect)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             raise ApiUnavailable(
@@ -327,14 +685,25 @@ class Api:
         # page alive while the next one is fetched and parsed.
         nodes: list[NodeInfo] = []
         token, pages = "", 0
+        seen: set[str] = set()
         while True:
             with _gc_paused():
                 items, token = self._node_page(selector, page_size, token)
                 pages += 1
+                if len(items) > page_size:
+                    raise ApiUnavailable(f"malformed node list: {len(items)} items on a page of {page_size}")
                 nodes.extend(map(slim, items))
                 del items  # drop this page before the next is fetched
             if not token:
+                _unique_names(nodes)
                 return nodes, pages
+            # A server that repeats a continue token would have the run keep
+            # every page until the deadline: end the list now instead.
+            if token in seen:
+                raise ApiUnavailable(f"node list: the API server repeated a continue token (page {pages})")
+            if len(nodes) >= MAX_NODES:
+                raise ApiUnavailable(f"node list: more than {MAX_NODES} nodes, refused")
+            seen.add(token)
 
     def _node_page(self, selector: str, page_size: int, token: str) -> tuple[list[Any], str]:
         """One page of the node list: (its raw items, the continue token or "")."""
@@ -344,7 +713,7 @@ class Api:
         if token:
             query["continue"] = token
         try:
-            page = self.request("GET", "/api/v1/nodes", query).body
+            page = self.request("GET", "/api/v1/nodes", query, expect="list").body
         except HttpError as exc:
             if exc.status == 410 and token:
                 raise _Restart() from None
@@ -360,7 +729,7 @@ class Api:
     def get(self, path: str) -> dict[str, Any] | None:
         """An object, or None when it does not exist."""
         try:
-            body = self.request("GET", path).body
+            body = self.request("GET", path, expect="object").body
         except HttpError as exc:
             if exc.status == 404:
                 return None
@@ -370,7 +739,7 @@ class Api:
     def list(self, path: str, selector: str) -> list[dict[str, Any]]:
         """All items of a (small) namespaced list, by label selector."""
         try:
-            body = self.request("GET", path, {"labelSelector": selector}).body
+            body = self.request("GET", path, {"labelSelector": selector}, expect="list").body
         except HttpError as exc:
             raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
         items = body.get("items") if isinstance(body, dict) else None
@@ -384,7 +753,7 @@ class Api:
         if dry_run:
             query["dryRun"] = "All"
         try:
-            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE).body
+            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE, expect="object").body
         except HttpError as exc:
             raise _rejected(f"apply {path}", exc) from None
         return result if isinstance(result, dict) else {}
@@ -395,7 +764,7 @@ class Api:
         # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
         body = [dict(op) for op in ops]
         try:
-            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE).body
+            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE, expect="object").body
         except HttpError as exc:
             if exc.status == 422:
                 # The real server answers a failed "test" op with a bare 422 Invalid
@@ -419,10 +788,20 @@ class Api:
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
         try:
-            self.request("DELETE", path, {}, body)
+            self.request("DELETE", path, {}, body, expect="deleted")
         except HttpError as exc:
             if exc.status != 404:
                 raise _rejected(f"delete {path}", exc) from None
+
+
+def _unique_names(nodes: list[NodeInfo]) -> None:
+    # One list snapshot never names a node twice; a list that does is not
+    # one a real API server sent, and publishing both would be guessing.
+    names: set[str] = set()
+    for node in nodes:
+        if node.name in names:
+            raise ApiUnavailable(f"malformed node list: node {node.name[:100]!r} listed twice")
+        names.add(node.name)
 
 
 class WriteConflict(WriteRejected):

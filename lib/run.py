@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lib import config, desired, log, plan
+from lib import config, desired, interrupts, kube, log, plan
 from lib.config import Config
-from lib.exitcodes import ExitCode, ReconcileError, SafetyGuard, UsageError
+from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
 
@@ -67,21 +68,38 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
-    summary = Summary()
+    with interrupts.installed():
+        try:
+            return _main(argv, environ, Summary(), started)
+        finally:
+            # Decoded client keys and certificates the client wrote to $TMPDIR:
+            # removed on every exit, a signal's included (SPEC "Safety").
+            kube.remove_temp_files()
+
+
+def _main(argv: Sequence[str], environ: Mapping[str, str], summary: Summary, started: float) -> int:
     try:
         cfg = config.parse(argv, environ)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except UsageError as exc:
         log.configure()
-        print(f"reconciler.py: error: {exc.reason} (see --help)", file=sys.stderr)
-        return _finish(Config(), summary, started, exc.exit_code, exc.reason)
+        print(f"reconciler.py: error: {log.one_line(exc.reason)} (see --help)", file=sys.stderr)
+        # The flags were not all valid, but --termination-log (or its
+        # variable) still says where the message goes, or that it goes nowhere.
+        fallback = Config(termination_log=config.termination_log_path(argv, environ))
+        return _finish(fallback, summary, started, exc.exit_code, exc.reason)
 
     log.configure(cfg.log_format, cfg.log_level)
     logger = log.get()
     logger.info("reconcile_started", **cfg.as_log_fields())
+    for name in config.unknown_environment(environ):
+        logger.warning("unknown_environment_variable", name=name, hint="names no flag: misspelt?")
     try:
         reconcile(cfg, environ, logger, summary)
+        interrupts.check()  # a signal after the last request still fails the run
+    except Interrupted as exc:
+        return _finish(cfg, summary, started, exc.exit_code, exc.reason)
     except ReconcileError as exc:
         if cfg.log_level == "debug":
             logger.debug("failure_traceback", exc_info=True)
@@ -92,9 +110,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return _finish(cfg, summary, started, ExitCode.OK, None)
 
 
-def _finish(cfg: Config, summary: Summary, started: float, code: ExitCode, reason: str | None) -> int:
+def _finish(cfg: Config, summary: Summary, started: float, code: int, reason: str | None) -> int:
+    log.log_suppressed()
     fields = summary.fields()
     if code != ExitCode.OK:
+        reason = log.one_line(reason or "")
         fields["outcome"] = "failed"
         fields["reason"] = reason
         _write_termination_message(cfg.termination_log, f"exit {int(code)}: {reason}")
@@ -105,16 +125,34 @@ def _finish(cfg: Config, summary: Summary, started: float, code: ExitCode, reaso
 
 
 def _write_termination_message(path: str, message: str) -> None:
-    # Only a file that already exists (the kubelet creates it in a container):
-    # run by hand, the run must not create /dev/termination-log as root.
-    # https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/
-    if not path or not os.path.isfile(path) or not os.access(path, os.W_OK):
+    """Write ``message`` to an existing, writable regular file at ``path``; otherwise nothing.
+
+    Never created (run by hand, the run must not leave /dev/termination-log
+    behind), never through a symlink (O_NOFOLLOW), never a FIFO or device
+    (O_NONBLOCK, then fstat), never a file without write permission bits
+    (root bypasses them, so os.access would say yes). The kubelet creates
+    the file before the container starts.
+    https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/
+    """
+    if not path:
         return
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(message[:4000] + "\n")  # the kubelet keeps at most 4096 bytes
+        before = os.lstat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o222 or st.st_ino != before.st_ino:
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, (message + "\n").encode("utf-8")[:4000])  # the kubelet keeps at most 4096 bytes
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Summary) -> None:

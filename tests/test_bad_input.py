@@ -141,13 +141,13 @@ CASES = [
     Case(
         "node list whose items are not a list",
         4,
-        r"malformed node list",
+        r"response is not a list",
         setup=_inject("GET", NODES, body=b'{"kind":"NodeList","items":{"a":1}}'),
     ),
     Case(
         "node list that is not an object",
         4,
-        r"malformed node list",
+        r"response is a JSON list, not an object",
         setup=_inject("GET", NODES, body=b"[1, 2, 3]"),
     ),
     # --- usage: exit 2 ---------------------------------------------------------------
@@ -187,11 +187,11 @@ CASES = [
     Case(
         "--max-endpoints-per-slice abc",
         2,
-        r"not a number",
+        r"not a whole number",
         flags=("--max-endpoints-per-slice", "abc"),
         no_request=True,
     ),
-    Case("--timeout -1", 2, r"--timeout -1", flags=("--timeout", "-1"), no_request=True),
+    Case("--timeout -1", 2, r"--timeout '-1'", flags=("--timeout", "-1"), no_request=True),
     Case("--timeout 0", 2, r"--timeout", flags=("--timeout", "0"), no_request=True),
     Case("--timeout nan", 2, r"--timeout", flags=("--timeout", "nan"), no_request=True),
     Case("--timeout inf", 2, r"--timeout", flags=("--timeout", "inf"), no_request=True),

@@ -45,7 +45,12 @@ def test_flag_table_matches_the_parser() -> None:
         opt for action in config._parser()._actions for opt in action.option_strings if opt.startswith("--")
     ]
     parser_flags.remove("--help")
-    assert documented == parser_flags
+    # Each boolean flag's --no- form (it undoes the environment variable) is
+    # documented once, under the table, not as a row of its own.
+    negated = [f for f in parser_flags if f.startswith("--no-")]
+    assert negated and all("--" + f[len("--no-") :] in documented for f in negated)
+    assert "`--no-<flag>`" in README
+    assert documented == [f for f in parser_flags if f not in negated]
 
 
 def test_flag_table_defaults_match_the_config() -> None:
@@ -67,6 +72,7 @@ def test_every_logged_event_is_documented() -> None:
     code = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "lib").glob("*.py")))
     logged = set(re.findall(r"\.(?:debug|info|warning|error|log)\((?:\s*\w+,)?\s*\"(\w+)\"", code))
     logged |= set(re.findall(r"\bWarning\(\s*\"(\w+)\"", code))  # lib/plan.py's warnings, logged by run
+    logged |= set(re.findall(r"\bevent=\"(\w+)\"", code))  # lib/log.py names library warnings
     documented = {row[0].strip("`") for row in _table_after("<!-- events:", BEHAVIOUR)}
     assert "reconcile_finished" in logged
     assert logged - {"failure_traceback"} == documented
