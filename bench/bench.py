@@ -224,25 +224,32 @@ class Bench:
         return result
 
     def write_phase(self, n: int, server: Server, result: dict[str, Any]) -> None:
-        """Every object created from an empty namespace; the bodies' sizes."""
-        self.log(f"{n} nodes: write phase")
+        """Every object created from an empty namespace, against the floor replaying the same writes."""
+        self.log(f"{n} nodes: write phase, write and floor-write x{self.args.write_runs}")
         kc = server.kubeconfig
-        samples, phase = [], []
-        for _ in range(self.args.write_runs):
+        writes_file = str(self.workdir / f"writes-{n}.json")
+        samples: dict[str, list[Sample]] = {"write": [], "floor-write": []}
+        phase = []
+        for i in range(self.args.write_runs):
             server("reset")
             server("clear_log")
             sample = self.reconcile(kc)
-            samples.append(sample)
+            samples["write"].append(sample)
             phase.append(_ts(sample.event("reconcile_finished")) - _ts(sample.event("nodes_listed")))
-        finished = samples[-1].event("reconcile_finished")
-        log = server("log")
+            if i == 0:
+                log = server("log")
+                Path(writes_file).write_text(json.dumps(server("writes")["writes"]), encoding="utf-8")
+            server("reset")
+            samples["floor-write"].append(self.child("floor-write", kc, str(self.page_size), writes_file))
+        finished = samples["write"][-1].event("reconcile_finished")
         result["write"] = {
-            **describe(samples),
+            **describe(samples["write"]),
             "write_phase_s": stats(phase),
             "writes": finished["writes"],
             "requests": finished["requests"],
             "server_log": log,
         }
+        result["floor-write"] = describe(samples["floor-write"])
         biggest = max(v["max"] for v in log["patch_bytes"].values())
         self.check(biggest < REQUEST_LIMIT / 4, f"{n}: an apply body of {biggest} bytes")
         if not self.args.smoke:
@@ -253,8 +260,8 @@ class Bench:
             result["write_max_slice"] = server("log")
             worst = max(v["max"] for v in result["write_max_slice"]["patch_bytes"].values())
             self.check(worst < REQUEST_LIMIT / 2, f"{n}: an apply body of {worst} bytes at 1000 a slice")
-            server("reset")
-            self.reconcile(kc)
+        server("reset")
+        self.reconcile(kc)
 
     def unchanged(self, n: int, server: Server, result: dict[str, Any]) -> None:
         """reconcile, floor, floor-gc-paused and naive over an unchanged cluster, interleaved."""
@@ -372,15 +379,15 @@ def report(results: dict[str, Any], out: IO[str]) -> None:
 
     w("\n| nodes | variant | wall s | CPU s | peak RSS MiB |\n|---|---|---|---|---|\n")
     for n, r in results["sizes"].items():
-        for name in (*VARIANTS, "write"):
+        for name in (*VARIANTS, "write", "floor-write"):
             if name in r:
                 d = r[name]
-                label = "write (from empty)" if name == "write" else name
+                label = f"{name} (from empty)" if name.endswith("write") else name
                 w(_row(f"{int(n):,}", label, _f(d["wall_s"]), _f(d["cpu_s"]), _f(d["rss_mib"], 0)))
 
     w("\nRatios of the medians, wall time (and CPU time):\n\n")
-    w("| nodes | reconcile / floor | reconcile / floor-gc-paused | naive / reconcile | ")
-    w("naive / reconcile, peak RSS |\n|---|---|---|---|---|\n")
+    w("| nodes | reconcile / floor | write / floor-write (from empty) | reconcile / floor-gc-paused ")
+    w("| naive / reconcile | naive / reconcile, peak RSS |\n|---|---|---|---|---|---|\n")
     for n, r in results["sizes"].items():
 
         def ratio(a: str, b: str, key: str, r: dict[str, Any] = r) -> str:
@@ -395,11 +402,14 @@ def report(results: dict[str, Any], out: IO[str]) -> None:
             _row(
                 f"{int(n):,}",
                 both("reconcile", "floor"),
+                both("write", "floor-write"),
                 both("reconcile", "floor-gc-paused"),
                 both("naive", "reconcile"),
                 ratio("naive", "reconcile", "rss_mib"),
             )
         )
+
+    goals(results, out)
 
     w("\n| nodes | write phase s | writes | largest apply body | at 1000 endpoints a slice |\n")
     w("|---|---|---|---|---|\n")
@@ -431,6 +441,47 @@ def report(results: dict[str, Any], out: IO[str]) -> None:
             w(_row(size, d["pages"], _f(d["wall_s"]), _f(d["cpu_s"]), _f(d["rss_mib"], 0)))
     failures = results.get("failures") or []
     w("\nChecks: " + ("all passed.\n" if not failures else "FAILED: " + "; ".join(failures) + "\n"))
+
+
+#: Issue 12's goals: at the largest size, wall time at most this share of the floor's
+#: (unchanged cluster and from nothing), and the peak RSS at most this, flat over sizes.
+GOAL_RATIO = 0.6
+GOAL_RSS_MIB = 80.0
+#: "Flat": the largest size's peak RSS within this factor of the smallest's.
+GOAL_FLAT = 1.15
+
+
+def goals(results: dict[str, Any], out: IO[str]) -> None:
+    """The goals, met or not, from this run's medians (reported, not checked: the machine is noisy)."""
+    sizes = results["sizes"]
+    if not sizes:
+        return
+    n, r = max(sizes.items(), key=lambda kv: int(kv[0]))
+
+    def wall(name: str) -> float:
+        return float(r[name]["wall_s"]["median"])
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    w = out.write
+    w(f"\nGoals at {int(n):,} nodes (medians of interleaved runs):\n\n")
+    unchanged = wall("reconcile") / wall("floor")
+    written = wall("write") / wall("floor-write")
+    w(f"- unchanged cluster, reconcile / floor: {unchanged:.2f}x (goal <= {GOAL_RATIO}x): ")
+    w(f"{verdict(unchanged <= GOAL_RATIO)}\n")
+    w(f"- from nothing, write / floor-write: {written:.2f}x (goal <= {GOAL_RATIO}x): ")
+    w(f"{verdict(written <= GOAL_RATIO)}\n")
+    peaks = {
+        int(k): max(v["reconcile"]["rss_mib"]["median"], v["write"]["rss_mib"]["median"])
+        for k, v in sizes.items()
+    }
+    listed = ", ".join(f"{peaks[k]:.0f}" for k in sorted(peaks))
+    worst = max(peaks.values())
+    flat = peaks[max(peaks)] / peaks[min(peaks)]
+    w(f"- peak RSS (reconcile or write) at {', '.join(f'{k:,}' for k in sorted(peaks))} nodes: ")
+    w(f"{listed} MiB (goal <= {GOAL_RSS_MIB:.0f}): {verdict(worst <= GOAL_RSS_MIB)}; ")
+    w(f"largest / smallest size {flat:.2f}x (flat: <= {GOAL_FLAT}x): {verdict(flat <= GOAL_FLAT)}\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
     python -m bench.child floor KUBECONFIG PAGE_SIZE
     python -m bench.child floor-gc-paused KUBECONFIG PAGE_SIZE
+    python -m bench.child floor-write KUBECONFIG PAGE_SIZE WRITES_JSON
     python -m bench.child naive KUBECONFIG PAGE_SIZE
     python -m bench.child start KUBECONFIG
     python -m bench.child reconcile PAGE_SIZE -- RECONCILER_ARGS...
@@ -12,6 +13,10 @@
 * ``floor-gc-paused``: the same with the cyclic GC paused while each page is
   fetched and parsed, as the reconciler does (``lib/kube.py``): the stricter
   floor.
+* ``floor-write``: the floor's pages, then the writes a reconcile made from
+  an empty namespace (recorded by the server, ``WRITES_JSON``) replayed
+  byte for byte through the same client, each answer read and parsed: the
+  floor of a run that writes everything.
 * ``naive``: what most scripts do: ``CoreV1Api.list_node()`` with the
   client's full model deserialisation, every page kept, then the same
   selection (``lib.desired.select``) as the reconciler.
@@ -25,6 +30,7 @@ Each prints one JSON line with what it counted.
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -38,8 +44,7 @@ def _client(kubeconfig: str) -> Any:
     return load_client(kubeconfig, None, os.environ)
 
 
-def floor(kubeconfig: str, page_size: int, gc_paused: bool = False) -> dict[str, Any]:
-    client = _client(kubeconfig)
+def floor(client: Any, page_size: int, gc_paused: bool = False) -> dict[str, Any]:
     items = pages = 0
     token = ""
     while True:
@@ -63,6 +68,30 @@ def floor(kubeconfig: str, page_size: int, gc_paused: bool = False) -> dict[str,
         gc.enable()
         if not token:
             return {"nodes": items, "pages": pages}
+
+
+def floor_write(kubeconfig: str, page_size: int, writes_file: str) -> dict[str, Any]:
+    with open(writes_file, encoding="utf-8") as f:
+        writes = json.load(f)
+    client = _client(kubeconfig)
+    listed = floor(client, page_size)
+    for w in writes:
+        raw = base64.b64decode(w["body"])
+        content_type = w["content_type"] or "application/json"
+        # As lib/kube.py sends them: apply bodies as bytes, other bodies as JSON values.
+        body = raw if content_type == "application/apply-patch+yaml" else (json.loads(raw) if raw else None)
+        _, url, headers, _, _ = client.param_serialize(
+            method=w["method"],
+            resource_path=w["path"],
+            query_params=list(w["query"].items()) or None,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"],
+        )
+        resp = client.call_api(w["method"], url, header_params=headers, body=body, _request_timeout=60)
+        if resp.status not in (200, 201, 202):
+            raise SystemExit(f"{w['method']} {w['path']}: {resp.status}")
+        json.loads(resp.read())
+    return {**listed, "writes": len(writes)}
 
 
 def naive(kubeconfig: str, page_size: int) -> dict[str, Any]:
@@ -122,7 +151,9 @@ def run(argv: list[str]) -> int:
     if mode == "reconcile":
         return reconcile(int(argv[1]), argv[3:] if argv[2:3] == ["--"] else argv[2:])
     if mode in ("floor", "floor-gc-paused"):
-        result = floor(argv[1], int(argv[2]), gc_paused=mode == "floor-gc-paused")
+        result = floor(_client(argv[1]), int(argv[2]), gc_paused=mode == "floor-gc-paused")
+    elif mode == "floor-write":
+        result = floor_write(argv[1], int(argv[2]), argv[3])
     elif mode == "naive":
         result = naive(argv[1], int(argv[2]))
     elif mode == "start":

@@ -15,6 +15,7 @@ request log without sharing a process (and a GIL) with what it measures.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -80,6 +81,8 @@ class Control:
             return {"ok": True, **self._log_summary()}
         if op == "versions":
             return {"ok": True, "versions": self._versions()}
+        if op == "writes":
+            return {"ok": True, "writes": self._writes()}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _delete_objects(self) -> int:
@@ -96,6 +99,21 @@ class Control:
                     resp.read()
                 deleted += 1
         return deleted
+
+    def _writes(self) -> list[dict[str, Any]]:
+        # What the floor replays raw after its pages: every write of the
+        # logged run, byte for byte, in order (bodies base64: apply bodies are bytes).
+        return [
+            {
+                "method": r.method,
+                "path": r.path,
+                "query": r.query,
+                "content_type": r.content_type,
+                "body": base64.b64encode(r.body).decode(),
+            }
+            for r in self.server.requests
+            if r.method not in ("GET", "HEAD")
+        ]
 
     def _versions(self) -> dict[str, str]:
         return {

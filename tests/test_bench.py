@@ -25,9 +25,11 @@ def test_smoke_run_measures_every_variant_and_passes_its_checks(tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Checks: all passed." in proc.stdout
+    assert "reconcile / floor:" in proc.stdout and "write / floor-write:" in proc.stdout
+    assert "peak RSS (reconcile or write)" in proc.stdout
     results = json.loads(out.read_text())
     (size,) = results["sizes"].values()
-    for variant in ("reconcile", "floor", "floor-gc-paused", "naive", "write"):
+    for variant in ("reconcile", "floor", "floor-gc-paused", "naive", "write", "floor-write"):
         assert size[variant]["wall_s"]["median"] > 0
         assert size[variant]["rss_mib"]["median"] > 0
     assert size["unchanged_log"]["requests"] == size["pages"] + 4

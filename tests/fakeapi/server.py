@@ -1046,6 +1046,9 @@ class _HttpServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http sets it: headers and body are two writes,
+    # and with Nagle's algorithm the body would wait ~40 ms for the client's
+    # delayed ACK on every kept-alive answer (tests/test_fakeapi.py).
     disable_nagle_algorithm = True
     server_version = "fake-kube-apiserver/1.0"
 
