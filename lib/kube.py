@@ -21,19 +21,20 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+import msgspec
 import tenacity
 import urllib3
+from msgspec import UNSET, UnsetType
 
 from lib import interrupts, log
 from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, ReconcileError, UsageError, WriteRejected
-from lib.nodes import MalformedNode, NodeInfo, slim
 
 #: A single request never waits longer than this, even early in a long run,
 #: so one stuck connection leaves time for retries.
@@ -516,6 +517,165 @@ def _one_line(exc: BaseException | str) -> str:
     return log.redact(text)[:300]
 
 
+# --- typed list decoding -------------------------------------------------------
+
+_I = TypeVar("_I")
+_T = TypeVar("_T")
+#: A response body's own reader, given to :meth:`Api.request` instead of ``json.loads``.
+Decode = Callable[[bytearray], Any]
+
+
+class MalformedBody(ValueError):
+    """A 2xx body that is not what was asked for.
+
+    ``retry``: worth another request (not JSON, cut off, not a list: a proxy
+    page, a dropped connection); otherwise an item no API server could have
+    sent, final (exit 4 at once, as the same server would send it again).
+    """
+
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class ListItems(Generic[_I, _T]):
+    """How a caller wants a list's items: the per-item decoding :meth:`Api.list_nodes` takes.
+
+    ``item``: a msgspec Struct declaring only the fields the caller reads
+    (every other byte of an item is skipped unbuilt); ``convert``: the item
+    to the caller's value, raising ValueError for what no API server sends;
+    ``name``: the converted value's object name (a list never names one twice).
+    """
+
+    item: type[_I]
+    convert: Callable[[_I], _T]
+    name: Callable[[_T], str]
+
+
+class _ListMeta(msgspec.Struct, frozen=True, gc=False):
+    continue_: str | None = msgspec.field(default=None, name="continue")
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage(Generic[_I]):
+    """One decoded page of a list: its typed items and the continue token ("" on the last page)."""
+
+    items: list[_I]
+    continue_token: str
+
+
+class _NameOnly(msgspec.Struct, frozen=True, gc=False):
+    name: str
+
+
+class _Named(msgspec.Struct, frozen=True, gc=False):
+    metadata: _NameOnly
+
+
+_DECODERS: dict[tuple[type, int, bool], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(item: type, limit: int, strict: bool) -> msgspec.json.Decoder[Any]:
+    """A decoder of list pages holding at most ``limit`` ``item``s (made once per item type and limit).
+
+    The items are decoded as msgspec's ``array_like`` Struct with one field
+    per position, not as a list: a list is checked for its length only once
+    all of it is built, so a hostile page of millions of tiny items (64 MiB
+    of them fit under the response cap) would be built first (400 MB).
+    ``strict``: an item past ``limit`` is an error at once; otherwise the
+    rest of the array is skipped unbuilt.
+    """
+    key = (item, limit, strict)
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        slots: list[tuple[str, Any, Any]] = [(f"i{k}", item | UnsetType, UNSET) for k in range(limit)]
+        items = msgspec.defstruct(
+            "Items", slots, array_like=True, forbid_unknown_fields=strict, frozen=True, gc=False
+        )
+        page = msgspec.defstruct(
+            "Page", [("items", items), ("metadata", _ListMeta | None, None)], frozen=True, gc=False
+        )
+        decoder = _DECODERS[key] = msgspec.json.Decoder(page)
+    return decoder
+
+
+#: msgspec's validation messages: "Expected `str`, got `int` - at `$.items[3].metadata.name`".
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_ITEM_PATH = re.compile(r"^\.items\[(?P<index>\d+)\](?P<field>.*)$")
+_EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`")
+_TOO_LONG = re.compile(r"Expected `array` of (at most )?length")
+_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
+_JSON_TYPES = {"array": "list", "object": "object"}
+
+
+def decode_page(data: bytes | bytearray, item: type[_I], limit: int, kind: str) -> ListPage[_I]:
+    """A list body decoded into at most ``limit`` typed items.
+
+    Else :class:`MalformedBody` naming the item (index, and name when every
+    item before it has one) and the field. ``kind`` names the list's kind in
+    messages.
+    """
+    try:
+        page = _decoder(item, limit, True).decode(data)
+    except msgspec.ValidationError as exc:
+        raise _malformed(data, str(exc), kind, limit) from None
+    except msgspec.DecodeError:
+        # A proxy's HTML error page or a cut-off body: worth another try.
+        raise MalformedBody(f"is not JSON ({len(data)} bytes)", retry=True) from None
+    except RecursionError:
+        # "[[[[..." a hundred thousand deep: no API object nests like that.
+        raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
+    meta = page.metadata
+    items = [x for x in msgspec.structs.astuple(page.items) if x is not UNSET]
+    return ListPage(items, (meta.continue_ if meta else None) or "")
+
+
+def _malformed(data: bytes | bytearray, message: str, kind: str, limit: int) -> MalformedBody:
+    at = _AT.match(message)
+    what, path = (at.group("what"), at.group("path") or "") if at else (message, "")
+    if _TOO_LONG.match(what):  # only the items array has a length limit (no path in this message)
+        # Not retried: the same server would send as many again.
+        return MalformedBody(
+            f"malformed {kind} list: more than {limit} items on a page of {limit}", retry=False
+        )
+    expected, missing = _EXPECTED.search(what), _MISSING.search(what)
+    item = _ITEM_PATH.match(path)
+    field = (item.group("field") if item else path).lstrip(".")
+    if missing:
+        problem = f"no {field + '.' if field else ''}{missing.group('name')}"
+    elif expected:
+        got, want = expected.group("got"), expected.group("want")
+        problem = f"{field or 'the item'} is a JSON {got}, not {want}"
+    else:
+        problem = f"{field or 'the item'}: {what}"
+    if item is None:
+        # The page itself: not a list at all (a proxy's answer, a Status): retried.
+        if not path and expected:
+            return MalformedBody(
+                f"is a JSON {_JSON_TYPES.get(expected.group('got'), expected.group('got'))}, not an object",
+                retry=True,
+            )
+        return MalformedBody(f"is not a list ({problem})", retry=True)
+    index = int(item.group("index"))
+    return MalformedBody(
+        f"malformed {kind} list from the API server: item {index}{_item_name(data, index, kind)}: {problem}",
+        retry=False,
+    )
+
+
+def _item_name(data: bytes | bytearray, index: int, kind: str) -> str:
+    """' (node "a")', the name of item ``index`` when it and every item before it have one; else ""."""
+    # A second pass that reads names alone, of the items up to this one
+    # (the rest skipped unbuilt), the error path only.
+    try:
+        page = _decoder(_Named, index + 1, False).decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return ""
+    named = msgspec.structs.astuple(page.items)[index]
+    return f" ({kind} {named.metadata.name[:100]!r})" if named is not UNSET else ""
+
+
 class Api:
     """The run's view of the API server: every request it makes goes through here."""
 
@@ -528,7 +688,14 @@ class Api:
     # --- one request -------------------------------------------------------
 
     def _once(
-        self, method: str, path: str, query: Mapping[str, str], body: Body, content_type: str, expect: str
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        body: Body,
+        content_type: str,
+        expect: str,
+        decode: Decode | None = None,
     ) -> Response:
         remaining = self.deadline.remaining()
         if remaining <= 0:
@@ -579,6 +746,13 @@ class Api:
             # counting it as one read an empty cluster, or a write that
             # stored nothing, as success.
             raise _Transient(f"unexpected {status} response ({len(data)} bytes)")
+        if decode is not None:
+            try:
+                return Response(status, decode(data))
+            except MalformedBody as exc:
+                if exc.retry:
+                    raise _Transient(f"{status} response {exc}") from None
+                raise ApiUnavailable(f"{method} {path}: {exc}") from None
         try:
             parsed = json.loads(data)
         except ValueError:
@@ -600,12 +774,15 @@ class Api:
         body: Body = None,
         content_type: str = JSON_CONTENT_TYPE,
         expect: str = "any",
+        decode: Decode | None = None,
     ) -> Response:
         """One logical request, retried on transient failures until the deadline.
 
         ``expect``: what a 2xx body must be, else it is retried like a 5xx:
         "object" (has ``metadata``), "list" (has an ``items`` list),
         "deleted" (an object or a Success Status) or "any" (a JSON object).
+        ``decode``: read a 2xx body with this instead of ``json.loads``; its
+        :class:`MalformedBody` is retried when ``retry`` is set, else final.
         """
         query = query or {}
         retrying = tenacity.Retrying(
@@ -620,7 +797,7 @@ class Api:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body, content_type, expect)
+                    return self._once(method, path, query, body, content_type, expect, decode)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             raise ApiUnavailable(
@@ -660,42 +837,51 @@ class Api:
 
     # --- the calls a run makes -----------------------------------------------
 
-    def list_nodes(self, selector: str, page_size: int | None = None) -> tuple[list[NodeInfo], int]:
-        """Every node (paged, ``PAGE_SIZE`` a page), slimmed page by page; (nodes, pages read).
+    def list_nodes(
+        self, selector: str, items: ListItems[Any, _T], page_size: int | None = None
+    ) -> tuple[list[_T], int]:
+        """Every node (paged, ``PAGE_SIZE`` a page), converted page by page; (nodes, pages read).
 
-        All or nothing: any failure raises, so a partial list is never used.
-        A 410 on a continue token (the snapshot expired mid-list) restarts
-        from the first page.
+        ``items`` is the caller's per-item decoding (this module knows no
+        Node): each page is decoded straight into its typed items, the rest
+        of every node skipped unbuilt. All or nothing: any failure raises,
+        so a partial list is never used. A 410 on a continue token (the
+        snapshot expired mid-list) restarts from the first page.
         """
         size = page_size or PAGE_SIZE
         for _ in range(MAX_LIST_RESTARTS + 1):
             try:
-                return self._list_nodes_once(selector, size)
+                return self._list_nodes_once(selector, size, items)
             except _Restart:
                 self.log.warning("node_list_restarted", reason="continue token expired (410)")
-            except MalformedNode as exc:
-                raise ApiUnavailable(f"malformed node list from the API server: {exc}") from None
         raise ApiUnavailable(f"node list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
 
-    def _list_nodes_once(self, selector: str, page_size: int) -> tuple[list[NodeInfo], int]:
+    def _list_nodes_once(
+        self, selector: str, page_size: int, items: ListItems[Any, _T]
+    ) -> tuple[list[_T], int]:
         # Memory is bounded by one page, not by the cluster: a page of real
-        # Nodes is ~10 MB of JSON and ~40 MB parsed, and only its NodeInfos
-        # (a few hundred bytes each) outlive it. Hence no generator here: a
+        # Nodes is ~10 MB of JSON, and only the converted items (a few
+        # hundred bytes each) outlive it. Hence no generator here: a
         # suspended one, like a for-loop variable, would keep the previous
-        # page alive while the next one is fetched and parsed.
-        nodes: list[NodeInfo] = []
+        # page alive while the next one is fetched and decoded.
+        nodes: list[_T] = []
         token, pages = "", 0
         seen: set[str] = set()
         while True:
             with _gc_paused():
-                items, token = self._node_page(selector, page_size, token)
+                page = self._node_page(selector, page_size, token, items)
                 pages += 1
-                if len(items) > page_size:
-                    raise ApiUnavailable(f"malformed node list: {len(items)} items on a page of {page_size}")
-                nodes.extend(map(slim, items))
-                del items  # drop this page before the next is fetched
+                for index, item in enumerate(page.items):
+                    try:
+                        nodes.append(items.convert(item))
+                    except ValueError as exc:
+                        raise ApiUnavailable(
+                            f"malformed node list from the API server: item {index} of page {pages}: {exc}"
+                        ) from None
+                token = page.continue_token
+                del page  # drop this page before the next is fetched
             if not token:
-                _unique_names(nodes)
+                _unique_names([items.name(node) for node in nodes])
                 return nodes, pages
             # A server that repeats a continue token would have the run keep
             # every page until the deadline: end the list now instead.
@@ -705,26 +891,29 @@ class Api:
                 raise ApiUnavailable(f"node list: more than {MAX_NODES} nodes, refused")
             seen.add(token)
 
-    def _node_page(self, selector: str, page_size: int, token: str) -> tuple[list[Any], str]:
-        """One page of the node list: (its raw items, the continue token or "")."""
+    def _node_page(
+        self, selector: str, page_size: int, token: str, items: ListItems[Any, _T]
+    ) -> ListPage[Any]:
+        """One page of the node list, decoded into ``items.item``."""
         query = {"limit": str(page_size)}
         if selector:
             query["labelSelector"] = selector
         if token:
             query["continue"] = token
         try:
-            page = self.request("GET", "/api/v1/nodes", query, expect="list").body
+            page: ListPage[Any] = self.request(
+                "GET",
+                "/api/v1/nodes",
+                query,
+                decode=lambda data: decode_page(data, items.item, page_size, "node"),
+            ).body
         except HttpError as exc:
             if exc.status == 410 and token:
                 raise _Restart() from None
             if exc.status in (400, 422) and selector:
                 raise UsageError(f"--node-selector {selector!r} rejected by the API server: {exc}") from None
             raise ApiUnavailable(f"GET /api/v1/nodes: unexpected {exc}") from None
-        if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
-            raise ApiUnavailable("malformed node list from the API server: no items list")
-        meta = page.get("metadata")
-        following = meta.get("continue") if isinstance(meta, dict) else None
-        return page.get("items") or [], str(following or "")
+        return page
 
     def get(self, path: str) -> dict[str, Any] | None:
         """An object, or None when it does not exist."""
@@ -794,14 +983,14 @@ class Api:
                 raise _rejected(f"delete {path}", exc) from None
 
 
-def _unique_names(nodes: list[NodeInfo]) -> None:
+def _unique_names(names: list[str]) -> None:
     # One list snapshot never names a node twice; a list that does is not
     # one a real API server sent, and publishing both would be guessing.
-    names: set[str] = set()
-    for node in nodes:
-        if node.name in names:
-            raise ApiUnavailable(f"malformed node list: node {node.name[:100]!r} listed twice")
-        names.add(node.name)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ApiUnavailable(f"malformed node list: node {name[:100]!r} listed twice")
+        seen.add(name)
 
 
 class WriteConflict(WriteRejected):

@@ -7,6 +7,10 @@ client over real HTTP on 127.0.0.1:
 * ``gzip_bomb``: a node list whose gzip body (about 1 MB) expands to ``size`` bytes;
 * ``huge``: a node list of ``size`` bytes, streamed (no Content-Length);
 * ``repeat_continue``: every node page names the same continue token;
+* ``dense``: a node list just under the response cap whose items are all ``{}``
+  (``json.loads`` made 1.7 GB of it);
+* ``dense_valid``: the same with the smallest items the node decoder accepts
+  (``{"metadata":{"name":"<hex>"},"status":{}}``, every name distinct);
 * ``hang``: accept the connection and never answer (a signal must still end the run).
 
 Run as a process for measurements: ``python -m tests.hostile MODE [SIZE] --kubeconfig F``.
@@ -23,12 +27,13 @@ import socket
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-MODES = ("gzip_bomb", "huge", "repeat_continue", "hang")
+MODES = ("gzip_bomb", "huge", "repeat_continue", "hang", "dense", "dense_valid")
 TOKEN = "hostile-token"
 
 
@@ -57,6 +62,27 @@ def _gzip_of_zeros(size: int) -> bytes:
     parts.append(out.compress(tail))
     parts.append(out.flush())
     return b"".join(parts)
+
+
+def _dense(size: int, valid: bool) -> Iterator[bytes]:
+    """A node list of at most ``size`` bytes packed with the smallest items (see MODES), in ~1 MB parts.
+
+    Generated while it is sent: a subprocess started from this process
+    inherits its peak RSS (Linux counts it in the child's ``ru_maxrss``),
+    so the test process must never hold such a body whole.
+    """
+    head, tail = b'{"kind":"NodeList","metadata":{},"items":[', b"]}"
+    # Fixed-width names: every valid item is 45 bytes with its comma.
+    item = b"{}," if not valid else b'{"metadata":{"name":"%08x"},"status":{}},'
+    width = len(item) if not valid else len(item % 0)
+    count = (size - len(head) - len(tail) + 1) // width
+    yield head
+    per_part = (1 << 20) // width
+    for start in range(0, count, per_part):
+        stop = min(count, start + per_part)
+        part = item * (stop - start) if not valid else b"".join(item % i for i in range(start, stop))
+        yield part[:-1] if stop == count else part
+    yield tail
 
 
 class HostileServer:
@@ -105,6 +131,8 @@ class HostileServer:
                     return
                 if server.mode == "gzip_bomb":
                     self._send(200, server._bomb, encoding="gzip")
+                elif server.mode in ("dense", "dense_valid"):
+                    self._chunked(_dense(server.size, server.mode == "dense_valid"))
                 elif server.mode == "huge":
                     self._stream(server.size)
                 else:  # repeat_continue: a full page, and always the same token
@@ -125,6 +153,18 @@ class HostileServer:
                 self.end_headers()
                 with contextlib.suppress(OSError):
                     self.wfile.write(body)
+
+            def _chunked(self, parts: Iterator[bytes]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for part in parts:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass
 
             def _stream(self, size: int) -> None:
                 # Chunked, no length: the client learns the size only by reading.

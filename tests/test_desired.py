@@ -30,7 +30,8 @@ from lib.desired import (
     service,
     slice_endpoint,
 )
-from lib.nodes import NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, slim
+from lib.nodes import NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key
+from tests.nodeinfo import slim_raw
 
 OLD = "2024-01-01T00:00:00Z"
 NEW = "2024-06-01T00:00:00Z"
@@ -62,7 +63,7 @@ def node(
     if deleting:
         meta["deletionTimestamp"] = NEWEST
     pairs = [("InternalIP", a) if isinstance(a, str) else a for a in addresses]
-    return slim(
+    return slim_raw(
         {
             "metadata": meta,
             "status": {

@@ -15,6 +15,7 @@ import pytest
 from lib import kube, log
 from lib.exitcodes import ApiUnavailable
 from lib.kube import Api, Deadline, load_client
+from lib.run import NODE_ITEMS
 from tests.fakeapi import FakeApiServer, make_node
 
 NODES = "/api/v1/nodes"
@@ -34,7 +35,7 @@ def big_nodes(count: int) -> Iterator[dict[str, Any]]:
 def test_pages_are_requested_with_the_page_size(fake: FakeApiServer, kubeconfig: str) -> None:
     count = kube.PAGE_SIZE + 1
     fake.set_nodes(make_node(f"n{i:04d}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(count))
-    nodes, pages = api_for(kubeconfig).list_nodes("")
+    nodes, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
     assert len(nodes) == count and pages == 2
     assert [r.query.get("limit") for r in fake.matching("GET", NODES)] == [str(kube.PAGE_SIZE)] * 2
 
@@ -44,7 +45,7 @@ def test_the_page_size_is_read_when_the_list_starts(
 ) -> None:
     fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
     monkeypatch.setattr(kube, "PAGE_SIZE", 2)
-    _, pages = api_for(kubeconfig).list_nodes("")
+    _, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
     assert pages == 3
     assert {r.query.get("limit") for r in fake.matching("GET", NODES)} == {"2"}
 
@@ -52,11 +53,11 @@ def test_the_page_size_is_read_when_the_list_starts(
 def _peak_of_list(fake: FakeApiServer, kubeconfig: str, count: int, page_size: int) -> int:
     fake.set_nodes(big_nodes(count))
     api = api_for(kubeconfig)
-    api.list_nodes("", page_size)  # warm up: imports, connection, caches
+    api.list_nodes("", NODE_ITEMS, page_size)  # warm up: imports, connection, caches
     gc.collect()
     tracemalloc.start()
     try:
-        nodes, _ = api.list_nodes("", page_size)
+        nodes, _ = api.list_nodes("", NODE_ITEMS, page_size)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -79,13 +80,13 @@ def test_each_page_is_dropped_before_the_next_is_fetched(fake: FakeApiServer, ku
     # request: the same at page 8 as at page 1, not one parsed page more.
     fake.set_nodes(big_nodes(80))
     api = api_for(kubeconfig)
-    api.list_nodes("", 10)  # warm up
+    api.list_nodes("", NODE_ITEMS, 10)  # warm up
     held: list[int] = []
     fake.on_request = lambda r: held.append(tracemalloc.get_traced_memory()[0]) if r.path == NODES else None
     gc.collect()
     tracemalloc.start()
     try:
-        api.list_nodes("", 10)
+        api.list_nodes("", NODE_ITEMS, 10)
     finally:
         tracemalloc.stop()
         fake.on_request = None
@@ -98,7 +99,7 @@ def test_the_gc_runs_again_after_the_list(fake: FakeApiServer, kubeconfig: str) 
     fake.page_cap = 2
     fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
     assert gc.isenabled()
-    nodes, pages = api_for(kubeconfig).list_nodes("")
+    nodes, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
     assert (len(nodes), pages) == (5, 3)
     assert gc.isenabled()
 
@@ -110,7 +111,7 @@ def test_the_gc_runs_again_after_a_failed_page(fake: FakeApiServer, kubeconfig: 
     page = b'{"kind": "NodeList", "metadata": {}, "items": [{"metadata": {"name": "x"}}]}'
     fake.inject("GET", NODES, body=page, query={"continue": True})
     with pytest.raises(ApiUnavailable, match="malformed node list"):
-        api_for(kubeconfig).list_nodes("")
+        api_for(kubeconfig).list_nodes("", NODE_ITEMS)
     assert gc.isenabled()
 
 
@@ -118,7 +119,7 @@ def test_a_gc_the_caller_paused_stays_paused(fake: FakeApiServer, kubeconfig: st
     fake.set_nodes([make_node("n0", "10.0.0.1")])
     gc.disable()
     try:
-        api_for(kubeconfig).list_nodes("")
+        api_for(kubeconfig).list_nodes("", NODE_ITEMS)
         assert not gc.isenabled()
     finally:
         gc.enable()

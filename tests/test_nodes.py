@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, parse_ip, slim
+from lib.kube import MalformedBody
+from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
+from tests.nodeinfo import slim_raw
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -48,7 +50,7 @@ def raw_node(
 
 
 def info(addresses: list[tuple[str, str]], name: str = "n1") -> NodeInfo:
-    return slim(raw_node(name, addresses))
+    return slim_raw(raw_node(name, addresses))
 
 
 def chosen(addresses: list[tuple[str, str]], address_type: str = "internal") -> list[str] | None:
@@ -60,7 +62,7 @@ def chosen(addresses: list[tuple[str, str]], address_type: str = "internal") -> 
 
 
 def test_slim_keeps_the_fields_the_core_needs() -> None:
-    got = slim(
+    got = slim_raw(
         raw_node(
             "node-a",
             [("Hostname", "node-a"), ("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")],
@@ -93,7 +95,7 @@ def test_slim_keeps_the_fields_the_core_needs() -> None:
 def test_eligible_only_when_ready_true_and_not_deleting(
     ready: str | None, deleting: bool, eligible: bool
 ) -> None:
-    got = slim(raw_node(ready=ready, deleting=deleting))
+    got = slim_raw(raw_node(ready=ready, deleting=deleting))
     assert got.ready == ready
     assert got.deleting is deleting
     assert got.eligible is eligible
@@ -102,14 +104,14 @@ def test_eligible_only_when_ready_true_and_not_deleting(
 def test_ready_condition_without_status_is_not_eligible() -> None:
     item = raw_node()
     item["status"]["conditions"] = [{"type": "Ready"}]
-    assert slim(item).eligible is False
+    assert slim_raw(item).eligible is False
 
 
 @pytest.mark.parametrize("conditions", [None, []])
 def test_no_conditions_means_not_ready(conditions: Any) -> None:
     item = raw_node()
     item["status"]["conditions"] = conditions
-    got = slim(item)
+    got = slim_raw(item)
     assert got.ready is None
     assert got.eligible is False
 
@@ -123,18 +125,18 @@ def test_no_conditions_means_not_ready(conditions: Any) -> None:
     ],
 )
 def test_creation_timestamp_is_parsed_to_aware_utc(raw: str, expected: datetime) -> None:
-    got = slim(raw_node(created=raw)).created
+    got = slim_raw(raw_node(created=raw)).created
     assert got == expected
     assert got.tzinfo is not None
 
 
 def test_missing_creation_timestamp_is_older_than_any_real_one() -> None:
-    missing = slim(raw_node(created=None)).created
-    assert missing < slim(raw_node(created="1970-01-01T00:00:00Z")).created
+    missing = slim_raw(raw_node(created=None)).created
+    assert missing < slim_raw(raw_node(created="1970-01-01T00:00:00Z")).created
 
 
 def test_slim_drops_hostname_and_dns_addresses_and_keeps_node_order() -> None:
-    got = slim(
+    got = slim_raw(
         raw_node(
             addresses=[
                 ("Hostname", "n1"),
@@ -157,13 +159,13 @@ def test_slim_drops_hostname_and_dns_addresses_and_keeps_node_order() -> None:
 def test_no_addresses_field_is_fine(addresses: Any) -> None:
     item = raw_node()
     item["status"]["addresses"] = addresses
-    assert slim(item).addresses == ()
+    assert slim_raw(item).addresses == ()
 
 
 def test_missing_uid_is_empty_string() -> None:
     item = raw_node()
     del item["metadata"]["uid"]
-    assert slim(item).uid == ""
+    assert slim_raw(item).uid == ""
 
 
 def _without(path: tuple[str, ...]) -> dict[str, Any]:
@@ -187,33 +189,69 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        pytest.param(None, "NoneType", id="none"),
-        pytest.param([], "list", id="list"),
-        pytest.param("node", "str", id="string"),
-        pytest.param(_without(("metadata",)), "metadata.name", id="no-metadata"),
-        pytest.param(_with(("metadata",), "x"), "metadata.name", id="metadata-not-a-dict"),
-        pytest.param(_without(("metadata", "name")), "metadata.name", id="no-name"),
-        pytest.param(_with(("metadata", "name"), ""), "metadata.name", id="empty-name"),
-        pytest.param(_with(("metadata", "name"), 7), "metadata.name", id="name-not-a-string"),
-        pytest.param(_without(("status",)), "'bad-node' has no status", id="no-status"),
-        pytest.param(_with(("status",), "Ready"), "'bad-node' has no status", id="status-not-a-dict"),
+        pytest.param(None, r"item 0: the item is a JSON null, not object", id="none"),
+        pytest.param([], r"item 0: the item is a JSON array, not object", id="list"),
+        pytest.param("node", r"item 0: the item is a JSON str, not object", id="string"),
+        pytest.param(_without(("metadata",)), r"item 0: no metadata$", id="no-metadata"),
+        pytest.param(_with(("metadata",), "x"), r"item 0: metadata is a JSON str", id="metadata-not-a-dict"),
+        pytest.param(_without(("metadata", "name")), r"item 0: no metadata\.name", id="no-name"),
         pytest.param(
-            _with(("metadata", "creationTimestamp"), "yesterday"), "creationTimestamp", id="bad-timestamp"
+            _with(("metadata", "name"), 7), r"item 0: metadata\.name is a JSON int", id="name-not-a-string"
         ),
-        pytest.param(_with(("metadata", "creationTimestamp"), ""), "creationTimestamp", id="empty-timestamp"),
+        pytest.param(_without(("status",)), r"item 0 \(node 'bad-node'\): no status", id="no-status"),
         pytest.param(
-            _with(("metadata", "creationTimestamp"), 1700000000), "creationTimestamp", id="number-timestamp"
+            _with(("status",), "Ready"),
+            r"item 0 \(node 'bad-node'\): status is a JSON str",
+            id="status-not-a-dict",
+        ),
+        pytest.param(
+            _with(("metadata", "creationTimestamp"), 1700000000),
+            r"\(node 'bad-node'\): metadata\.creationTimestamp is a JSON int",
+            id="number-timestamp",
+        ),
+        pytest.param(
+            _with(("status", "addresses"), [{"type": "InternalIP", "address": ["10.0.0.1"]}]),
+            r"\(node 'bad-node'\): status\.addresses\[0\]\.address is a JSON array",
+            id="address-not-a-string",
+        ),
+        pytest.param(
+            _with(("status", "conditions"), {"Ready": "True"}),
+            r"\(node 'bad-node'\): status\.conditions is a JSON object",
+            id="conditions-not-a-list",
         ),
     ],
 )
-def test_malformed_items_raise(item: Any, message: str) -> None:
+def test_malformed_items_are_refused_naming_the_item_and_the_field(item: Any, message: str) -> None:
+    # Refused by the typed decoder itself (the same one a run uses), never built.
+    with pytest.raises(MalformedBody, match=message) as caught:
+        slim_raw(item)
+    assert caught.value.retry is False  # the same server would send it again: final, exit 4
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        pytest.param(_with(("metadata", "name"), ""), "empty metadata.name", id="empty-name"),
+        pytest.param(
+            _with(("metadata", "creationTimestamp"), "yesterday"),
+            "'bad-node'.*creationTimestamp",
+            id="bad-timestamp",
+        ),
+        pytest.param(_with(("metadata", "creationTimestamp"), ""), "creationTimestamp", id="empty-timestamp"),
+    ],
+)
+def test_values_no_api_server_sends_are_refused_by_slim(item: Any, message: str) -> None:
     with pytest.raises(MalformedNode, match=message):
-        slim(item)
+        slim_raw(item)
 
 
-def test_malformed_timestamp_names_the_node() -> None:
-    with pytest.raises(MalformedNode, match="bad-node"):
-        slim(_with(("metadata", "creationTimestamp"), "not-a-time"))
+def test_unknown_fields_of_any_shape_are_skipped() -> None:
+    item = raw_node("n1", [("InternalIP", "10.0.0.1")])
+    item["metadata"]["managedFields"] = [{"fieldsV1": {"f:status": {"f:images": {}}}}]
+    item["status"]["images"] = [{"names": ["x" * 100], "sizeBytes": 1}]
+    item["status"]["addresses"][0]["extra"] = [1, {"a": None}]
+    item["spec"] = {"taints": [{"key": "k", "effect": "NoSchedule"}]}
+    assert slim_raw(item) == slim_raw(raw_node("n1", [("InternalIP", "10.0.0.1")]))
 
 
 # --- choose_addresses ----------------------------------------------------------

@@ -12,7 +12,7 @@ from lib import desired, plan
 from lib.config import Config
 from lib.desired import select
 from lib.live import Live, LiveObject, view
-from lib.nodes import slim
+from tests.nodeinfo import slim_raw
 
 FM = "kubelet-endpoints-reconciler"
 
@@ -28,7 +28,7 @@ def node(name: str, *ips: str, ready: str = "True", created: str = "2026-01-01T0
 
 
 def selection(*nodes: dict[str, Any]) -> desired.Selection:
-    return select([slim(n) for n in nodes], "internal")
+    return select([slim_raw(n) for n in nodes], "internal")
 
 
 #: Granular lists of our kinds and their keys (SSA's schema); every other list is atomic.
