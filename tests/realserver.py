@@ -293,6 +293,20 @@ class RealApiServer:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, nodes))
 
+    def versions(self, ns: str) -> dict[str, str]:
+        """``resource/name`` -> resourceVersion of every Service, Endpoints and EndpointSlice in ``ns``."""
+        out = {}
+        for path in (
+            f"/api/v1/namespaces/{ns}/services",
+            f"/api/v1/namespaces/{ns}/endpoints",
+            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+        ):
+            for item in self.ok("GET", path)["items"]:
+                out[f"{path.rsplit('/', 1)[1]}/{item['metadata']['name']}"] = item["metadata"][
+                    "resourceVersion"
+                ]
+        return out
+
     def delete_all_nodes(self) -> None:
         self.ok("DELETE", "/api/v1/nodes")
 

@@ -23,6 +23,7 @@ import yaml
 
 from lib.exitcodes import ExitCode
 from tests import ksm
+from tests.docs import github_anchors, one, yaml_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -36,21 +37,10 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 PREFIX = "KubeletEndpointsReconciler"
 
 
-def _docs(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as src:
-        return [doc for doc in yaml.safe_load_all(src) if doc]
-
-
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == kind]
-    assert len(found) == 1, kind
-    return found[0]
-
-
-CRONJOB = _one(_docs(ROOT / "cronjob.yaml"), "CronJob")
+CRONJOB = one(yaml_docs(ROOT / "cronjob.yaml"), "CronJob")
 JOB = CRONJOB["spec"]["jobTemplate"]["spec"]
 (CONTAINER,) = JOB["template"]["spec"]["containers"]
-ALERTS = _one(_docs(DEPLOY / "alerts.yaml"), "PrometheusRule")
+ALERTS = one(yaml_docs(DEPLOY / "alerts.yaml"), "PrometheusRule")
 ALL_RULES = [rule for group in ALERTS["spec"]["groups"] for rule in group["rules"]]
 RULES = [rule for rule in ALL_RULES if "alert" in rule]
 RECORDS = [rule for rule in ALL_RULES if "record" in rule]
@@ -224,26 +214,12 @@ def test_every_selector_names_the_cronjob_of_cronjob_yaml() -> None:
 # --- runbooks -----------------------------------------------------------------------------
 
 
-def _github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub gives the headings of a Markdown document."""
-    anchors: set[str] = set()
-    in_code = False
-    for line in markdown.splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-        match = None if in_code else re.match(r"#{1,6} (.*)", line)
-        if match:
-            text = re.sub(r"[^\w\- ]", "", match[1].strip().lower())
-            anchors.add(text.replace(" ", "-"))
-    return anchors
-
-
 def _runbooks() -> str:
     return OPERATIONS.read_text(encoding="utf-8")
 
 
 def test_every_alert_links_a_runbook_that_resolves() -> None:
-    anchors = _github_anchors(_runbooks())
+    anchors = github_anchors(_runbooks())
     for rule in RULES:
         url = rule["annotations"]["runbook_url"]
         # Absolute: Alertmanager, PagerDuty and Slack show it outside the repository.

@@ -33,6 +33,7 @@ from lib import config, desired
 from lib.config import Config
 from lib.exitcodes import ExitCode
 from lib.run import main
+from tests.docs import one, yaml_docs
 from tests.fakeapi import FakeApiServer, Request, make_node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +46,11 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 def _docs(name: str) -> list[dict[str, Any]]:
     # cronjob.yaml sits at the top (what `kubectl apply -f` takes first);
     # the consumer-side manifests live in deploy/.
-    path = ROOT / name if name == "cronjob.yaml" else DEPLOY / name
-    with open(path, encoding="utf-8") as src:
-        return [doc for doc in yaml.safe_load_all(src) if doc]
-
-
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == kind]
-    assert len(found) == 1, kind
-    return found[0]
+    return yaml_docs(ROOT / name if name == "cronjob.yaml" else DEPLOY / name)
 
 
 CRONJOB_DOCS = _docs("cronjob.yaml")
-CRONJOB = _one(CRONJOB_DOCS, "CronJob")
+CRONJOB = one(CRONJOB_DOCS, "CronJob")
 JOB = CRONJOB["spec"]["jobTemplate"]["spec"]
 POD = JOB["template"]["spec"]
 (CONTAINER,) = POD["containers"]
@@ -79,16 +72,16 @@ def test_the_manifests_are_in_one_namespace() -> None:
     namespaced = [doc for doc in CRONJOB_DOCS if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
     assert {doc["metadata"]["namespace"] for doc in namespaced} == {Config().namespace}
     subjects = [s for doc in CRONJOB_DOCS if "Binding" in doc["kind"] for s in doc["subjects"]]
-    account = _one(CRONJOB_DOCS, "ServiceAccount")["metadata"]
+    account = one(CRONJOB_DOCS, "ServiceAccount")["metadata"]
     sa = {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
     assert subjects == [sa, sa]
     assert POD["serviceAccountName"] == account["name"]
     for binding, role in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
-        ref = _one(CRONJOB_DOCS, binding)["roleRef"]
+        ref = one(CRONJOB_DOCS, binding)["roleRef"]
         assert ref == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": role,
-            "name": _one(CRONJOB_DOCS, role)["metadata"]["name"],
+            "name": one(CRONJOB_DOCS, role)["metadata"]["name"],
         }
 
 
@@ -139,7 +132,7 @@ def _granted() -> dict[str, set[tuple[str, str, str]]]:
     out: dict[str, set[tuple[str, str, str]]] = {}
     for kind in ("ClusterRole", "Role"):
         grants = out.setdefault(kind, set())
-        for rule in _one(CRONJOB_DOCS, kind)["rules"]:
+        for rule in one(CRONJOB_DOCS, kind)["rules"]:
             assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames, no nonResourceURLs"
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:

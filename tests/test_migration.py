@@ -36,18 +36,6 @@ def blocks(flavour: str) -> list[list[str]]:
     return [[line.strip() for line in block.splitlines() if line.strip()] for block in found]
 
 
-def versions(real: RealApiServer, ns: str) -> dict[str, str]:
-    out = {}
-    for path in (
-        f"/api/v1/namespaces/{ns}/services",
-        f"/api/v1/namespaces/{ns}/endpoints",
-        SLICES.format(ns=ns),
-    ):
-        for item in real.ok("GET", path)["items"]:
-            out[f"{path.rsplit('/', 1)[1]}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
-    return out
-
-
 def test_every_flavour_has_its_take_over_and_check_blocks() -> None:
     for flavour, service in FLAVOURS.items():
         take_over, check = blocks(flavour)
@@ -85,10 +73,10 @@ def test_the_guide_takes_over_from_prometheus_operator(
         return proc.stdout
 
     take_over, check = blocks(flavour)
-    before = versions(real, ns)
+    before = real.versions(ns)
     dry = sh(take_over[0])
     assert "foreign_endpointslice_deleted" in dry and "foreign_fields_removed" in dry
-    assert versions(real, ns) == before  # a dry run writes nothing
+    assert real.versions(ns) == before  # a dry run writes nothing
     sh(take_over[1])
 
     duplicates, ports, slices = (sh(line) for line in check)
@@ -106,7 +94,7 @@ def test_the_guide_takes_over_from_prometheus_operator(
     assert ep_ips == slice_ips == ["1.2.3.4", "10.0.0.5", "10.0.0.6"]
     assert not [s for s in listed["items"] if OPERATOR in s["metadata"]["labels"].values()]
 
-    settled = versions(real, ns)
+    settled = real.versions(ns)
     kubeconfig = env["KUBECONFIG"]
     for extra in ((), ("--take-over",)):
         argv = [
@@ -121,4 +109,4 @@ def test_the_guide_takes_over_from_prometheus_operator(
         ]
         r = run_main([*argv, *extra], {"HOME": str(tmp_path)})
         assert r.code == 0 and r.finished["writes"] == 0, r.finished
-    assert versions(real, ns) == settled
+    assert real.versions(ns) == settled

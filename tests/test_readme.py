@@ -9,6 +9,7 @@ import pytest
 
 from lib import config
 from lib.exitcodes import MEANING, ExitCode
+from tests.docs import github_anchors
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -76,20 +77,6 @@ def test_every_logged_event_is_documented() -> None:
     documented = {row[0].strip("`") for row in _table_after("<!-- events:", BEHAVIOUR)}
     assert "reconcile_finished" in logged
     assert logged - {"failure_traceback"} == documented
-
-
-def github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub makes of a Markdown file's headings (code blocks skipped)."""
-    anchors: set[str] = set()
-    in_code = False
-    for line in markdown.splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-        match = None if in_code else re.match(r"#{1,6} (.*)", line)
-        if match:
-            text = re.sub(r"[^\w\- ]", "", match[1].strip().lower())
-            anchors.add(text.replace(" ", "-"))
-    return anchors
 
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

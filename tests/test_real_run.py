@@ -33,20 +33,6 @@ def reconcile(real: RealApiServer, tmp_path: Path, ns: str, *args: str, token: s
     return run_main(argv, {"HOME": str(tmp_path)})
 
 
-def versions(real: RealApiServer, ns: str) -> dict[str, str]:
-    """kind/name -> resourceVersion of every Service, Endpoints and EndpointSlice in ``ns``."""
-    out = {}
-    for path in (
-        f"/api/v1/namespaces/{ns}/services",
-        f"/api/v1/namespaces/{ns}/endpoints",
-        SLICES.format(ns=ns),
-    ):
-        body = real.ok("GET", path)
-        for item in body["items"]:
-            out[f"{body['kind']}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
-    return out
-
-
 def published(real: RealApiServer, ns: str, service: str = "kubelet") -> tuple[list[str], list[str]]:
     """(Endpoints IPs, every slice IP of the Service), each sorted, duplicates kept."""
     ep = real.get(f"/api/v1/namespaces/{ns}/endpoints/{service}").body or {}
@@ -67,11 +53,11 @@ def test_second_run_over_an_unchanged_cluster_writes_nothing_at_1150_nodes(
     assert first.code == 0, first.finished
     assert first.named("nodes_listed")[0]["pages"] == 3
     assert first.finished["writes"] == 2 + 12  # Service, Endpoints, 12 slices of 100
-    before = versions(real, ns)
+    before = real.versions(ns)
     second = reconcile(real, tmp_path, ns)
     assert second.code == 0 and second.finished["outcome"] == "unchanged"
     assert second.finished["writes"] == 0
-    assert versions(real, ns) == before
+    assert real.versions(ns) == before
     ep, sl = published(real, ns)
     assert len(ep) == 1000 and len(sl) == 1150 == len(set(sl))
 
@@ -80,13 +66,13 @@ def test_one_node_change_rewrites_one_slice_and_the_endpoints(real: RealApiServe
     real.create_nodes(nodes(250))
     ns = real.new_namespace()
     assert reconcile(real, tmp_path, ns).code == 0
-    before = versions(real, ns)
+    before = real.versions(ns)
     real.ok("DELETE", "/api/v1/nodes/n00120")
     r = reconcile(real, tmp_path, ns)
     assert r.code == 0 and r.finished["writes"] == 2
-    after = versions(real, ns)
+    after = real.versions(ns)
     changed = sorted(k for k in before if before[k] != after.get(k))
-    assert changed == ["EndpointSliceList/kubelet-ipv4-1", "EndpointsList/kubelet"]
+    assert changed == ["endpoints/kubelet", "endpointslices/kubelet-ipv4-1"]
     assert r.finished["removed"] == ["10.0.0.121"]
 
 
@@ -125,12 +111,12 @@ def test_after_prometheus_operator_warn_then_take_over_then_write_nothing(
     ours = {"k8s-app", "app.kubernetes.io/name", "app.kubernetes.io/managed-by", desired.SKIP_MIRROR}
     assert set(ep["metadata"]["labels"]) == ours
 
-    before = versions(real, ns)
+    before = real.versions(ns)
     for args in ((), ("--take-over",)):
         after = reconcile(real, tmp_path, ns, "--service-name", service, *args)
         assert after.code == 0 and after.finished["writes"] == 0, after.finished
         assert not after.named("foreign_fields") and not after.named("foreign_endpointslices")
-    assert versions(real, ns) == before
+    assert real.versions(ns) == before
 
 
 def test_dry_run_take_over_shows_what_it_would_do_and_changes_nothing(
@@ -139,22 +125,22 @@ def test_dry_run_take_over_shows_what_it_would_do_and_changes_nothing(
     seed_case(real)
     ns = real.new_namespace()
     operator_objects(real, ns, "kubelet")
-    before = versions(real, ns)
+    before = real.versions(ns)
     r = reconcile(real, tmp_path, ns, "--take-over", "--dry-run")
     assert r.code == 0 and r.finished["outcome"] == "dry_run"
     assert r.named("foreign_fields_removed") and r.named("foreign_endpointslice_deleted")
-    assert versions(real, ns) == before
+    assert real.versions(ns) == before
 
 
 def test_another_kubelet_service_is_warned_about_and_left_alone(real: RealApiServer, tmp_path: Path) -> None:
     real.create_nodes(nodes(3))
     ns = real.new_namespace()
     operator_objects(real, ns, "kps-kubelet")
-    before = versions(real, ns)
+    before = real.versions(ns)
     r = reconcile(real, tmp_path, ns, "--take-over")
     assert r.code == 0
     assert r.named("foreign_kubelet_service")[0]["names"] == ["kps-kubelet"]
-    after = versions(real, ns)
+    after = real.versions(ns)
     assert {k: v for k, v in after.items() if "kps-kubelet" in k} == {
         k: v for k, v in before.items() if "kps-kubelet" in k
     }

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from lib import desired
 from lib.config import Config
+from tests.docs import one, yaml_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -20,19 +18,8 @@ CHART_VERSION = "88.5.3"
 CHART_RENDER = ROOT / "tests" / "data" / f"kube-prometheus-stack-{CHART_VERSION}-kubelet-servicemonitor.yaml"
 
 
-def _docs(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as src:
-        return [doc for doc in yaml.safe_load_all(src) if doc]
-
-
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [doc for doc in docs if doc["kind"] == kind]
-    assert len(found) == 1, kind
-    return found[0]
-
-
-SERVICE_MONITOR = _one(_docs(DEPLOY / "servicemonitor.yaml"), "ServiceMonitor")
-CHART = _one(_docs(CHART_RENDER), "ServiceMonitor")
+SERVICE_MONITOR = one(yaml_docs(DEPLOY / "servicemonitor.yaml"), "ServiceMonitor")
+CHART = one(yaml_docs(CHART_RENDER), "ServiceMonitor")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ENDPOINT_KEYS = {
     "port",
