@@ -11,7 +11,6 @@ deadline; every request's own timeout is cut to what is left of it.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
@@ -135,12 +134,21 @@ def _retry_after(raw: str | None) -> float | None:
         return None
 
 
+class _StatusText(msgspec.Struct, frozen=True, gc=False):
+    reason: str | None = None
+    message: str | None = None
+
+
+_STATUS = msgspec.json.Decoder(_StatusText)
+
+
 def _status_text(body: bytes | bytearray) -> tuple[str, str]:
     """(reason, message) of a kind: Status error body, best effort, each cut to 256 characters."""
     try:
-        doc = json.loads(body)
-        reason, message = str(doc.get("reason") or ""), str(doc.get("message") or "")
-    except (ValueError, AttributeError):
+        # Typed: the two strings alone are built, whatever else an error body holds.
+        doc = _STATUS.decode(body)
+        reason, message = doc.reason or "", doc.message or ""
+    except (msgspec.MsgspecError, RecursionError):
         reason, message = "", body[:256].decode("utf-8", "replace")
     return _one_line(reason)[:256], _one_line(message)[:256]
 
@@ -204,9 +212,7 @@ def _too_large(status: int) -> ApiUnavailable:
     return ApiUnavailable(f"{status} response larger than {MAX_RESPONSE_BYTES >> 20} MiB: refused")
 
 
-def _shape_problem(body: Any, expect: str) -> str | None:
-    if not isinstance(body, dict):
-        return f"a JSON {type(body).__name__}, not an object"
+def _shape_problem(body: Mapping[str, Any], expect: str) -> str | None:
     if expect == "list" and not isinstance(body.get("items"), list):
         return "not a list (no items)"
     if expect == "object" and not isinstance(body.get("metadata"), dict):
@@ -676,6 +682,83 @@ def _item_name(data: bytes | bytearray, index: int, kind: str) -> str:
     return f" ({kind} {named.metadata.name[:100]!r})" if named is not UNSET else ""
 
 
+_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ITEMS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+#: A member up to this size is kept once decoded (metadata, spec); a larger
+#: one (a slice's endpoints) is decoded again at each read and dropped.
+_KEEP_BYTES = 4096
+
+
+class JsonObject(Mapping[str, Any]):
+    """A JSON object from a response, each member decoded only when read.
+
+    The body is checked (valid JSON, an object) and split into its members
+    at once, but a member's value is built only when read: a read-only
+    Mapping of plain JSON values. The slice list at 15,000 nodes is 7.5 MB
+    of JSON and was ~35 MB of dicts held for the whole run; now each slice's
+    endpoints exist only while they are looked at, and the body's bytes are
+    the only copy kept.
+    """
+
+    __slots__ = ("_kept", "_members")
+
+    def __init__(self, members: dict[str, msgspec.Raw], kept: dict[str, Any] | None = None) -> None:
+        self._members = members
+        self._kept: dict[str, Any] = kept or {}
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | msgspec.Raw, items: bool = False) -> JsonObject:
+        """``data`` as a JsonObject; ``items``: its ``items`` member (a list's) as JsonObjects too.
+
+        :class:`MalformedBody` (retry) when it is not one.
+        """
+        try:
+            members = _MEMBERS.decode(data)
+            kept = {}
+            if items and isinstance(members.get("items"), msgspec.Raw):
+                with suppress(msgspec.ValidationError):  # not a list of objects: _shape_problem
+                    kept["items"] = [cls(item) for item in _ITEMS.decode(members["items"])]
+        except msgspec.ValidationError:
+            raise MalformedBody(f"is a JSON {_json_type(data)}, not an object", retry=True) from None
+        except msgspec.DecodeError:
+            # A proxy's HTML error page or a cut-off body: worth another try.
+            raise MalformedBody(f"is not JSON ({len(data)} bytes)", retry=True) from None
+        except RecursionError:
+            # "[[[[..." a hundred thousand deep: no API object nests like that.
+            raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
+        return cls(members, kept)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._kept:
+            return self._kept[key]
+        raw = self._members[key]
+        try:
+            value = msgspec.json.decode(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            # Checked as JSON when the body was split; only nesting can still fail.
+            raise ApiUnavailable(f"a response member {key!r} nests too deep") from None
+        if len(raw) <= _KEEP_BYTES:
+            self._kept[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __repr__(self) -> str:
+        return f"JsonObject({dict(self)!r})"
+
+
+def _json_type(data: bytes | bytearray | msgspec.Raw) -> str:
+    first = bytes(memoryview(data)[:64]).lstrip()[:1]
+    return {b"[": "list", b'"': "str", b"n": "null", b"t": "bool", b"f": "bool"}.get(first, "number")
+
+
 class Api:
     """The run's view of the API server: every request it makes goes through here."""
 
@@ -754,13 +837,9 @@ class Api:
                     raise _Transient(f"{status} response {exc}") from None
                 raise ApiUnavailable(f"{method} {path}: {exc}") from None
         try:
-            parsed = json.loads(data)
-        except ValueError:
-            # A proxy's HTML error page or a cut-off body: worth another try.
-            raise _Transient(f"{status} response is not JSON ({len(data)} bytes)") from None
-        except RecursionError:
-            # "[[[[..." a hundred thousand deep: no API object nests like that.
-            raise _Transient(f"{status} response nests too deep ({len(data)} bytes)") from None
+            parsed = JsonObject.decode(data, expect == "list")
+        except MalformedBody as exc:
+            raise _Transient(f"{status} response {exc}") from None
         problem = _shape_problem(parsed, expect)
         if problem:
             raise _Transient(f"{status} response is {problem}")
@@ -915,7 +994,7 @@ class Api:
             raise ApiUnavailable(f"GET /api/v1/nodes: unexpected {exc}") from None
         return page
 
-    def get(self, path: str) -> dict[str, Any] | None:
+    def get(self, path: str) -> Mapping[str, Any] | None:
         """An object, or None when it does not exist."""
         try:
             body = self.request("GET", path, expect="object").body
@@ -923,20 +1002,20 @@ class Api:
             if exc.status == 404:
                 return None
             raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
-        return body if isinstance(body, dict) else None
+        return body if isinstance(body, Mapping) else None
 
-    def list(self, path: str, selector: str) -> list[dict[str, Any]]:
+    def list(self, path: str, selector: str) -> list[Mapping[str, Any]]:
         """All items of a (small) namespaced list, by label selector."""
         try:
             body = self.request("GET", path, {"labelSelector": selector}, expect="list").body
         except HttpError as exc:
             raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
-        items = body.get("items") if isinstance(body, dict) else None
+        items = body.get("items") if isinstance(body, Mapping) else None
         if not isinstance(items, list):
             raise ApiUnavailable(f"GET {path}: malformed list from the API server")
-        return [item for item in items if isinstance(item, dict)]
+        return [item for item in items if isinstance(item, Mapping)]
 
-    def apply(self, path: str, body: bytes, field_manager: str, dry_run: bool) -> dict[str, Any]:
+    def apply(self, path: str, body: bytes, field_manager: str, dry_run: bool) -> Mapping[str, Any]:
         """Server-side apply, forced: we are the only writer of these fields."""
         query = {"fieldManager": field_manager, "force": "true"}
         if dry_run:
@@ -945,9 +1024,9 @@ class Api:
             result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE, expect="object").body
         except HttpError as exc:
             raise _rejected(f"apply {path}", exc) from None
-        return result if isinstance(result, dict) else {}
+        return result if isinstance(result, Mapping) else {}
 
-    def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]], dry_run: bool) -> dict[str, Any]:
+    def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]], dry_run: bool) -> Mapping[str, Any]:
         """A JSON patch (RFC 6902); a failed ``test`` op is 422, a changed object's version 409."""
         query = {"dryRun": "All"} if dry_run else {}
         # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
@@ -963,7 +1042,7 @@ class Api:
                     f"patch {path} rejected: {exc} (the object changed since it was read)"
                 ) from None
             raise _rejected(f"patch {path}", exc) from None
-        return result if isinstance(result, dict) else {}
+        return result if isinstance(result, Mapping) else {}
 
     def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
         """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""

@@ -262,7 +262,7 @@ def _list_slices(cfg: Config, api: Api) -> tuple[LiveObject, ...]:
 
 def _carry_out(
     cfg: Config, api: Api, logger: Any, summary: Summary, p: plan.Plan
-) -> tuple[int, dict[str, Any] | None]:
+) -> tuple[int, Mapping[str, Any] | None]:
     """Make the plan's writes in order, counting each as it is made.
 
     Return how many were made and the API's answer to the last Service apply.

@@ -574,7 +574,7 @@ def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
     [
         # A node page is typed: the nesting hides in a field the decoder skips.
         (NODES, b'{"items":[{"metadata":{"name":"a"},"status":{},"x":' + b"[" * 100_000),
-        ("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", b"[" * 100_000),
+        ("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", b'{"items":' + b"[" * 100_000),
     ],
     ids=["node-list", "slice-list"],
 )
