@@ -551,12 +551,13 @@ class ListItems(Generic[_I, _T]):
     ``item``: a msgspec Struct declaring only the fields the caller reads
     (every other byte of an item is skipped unbuilt); ``convert``: the item
     to the caller's value, raising ValueError for what no API server sends;
-    ``name``: the converted value's object name (a list never names one twice).
+    ``name``: the converted value's object name, when a list must never
+    name one twice.
     """
 
-    item: type[_I]
+    item: Any  # a type msgspec decodes into: a Struct, or dict[str, msgspec.Raw]
     convert: Callable[[_I], _T]
-    name: Callable[[_T], str]
+    name: Callable[[_T], str] | None = None
 
 
 class _ListMeta(msgspec.Struct, frozen=True, gc=False):
@@ -759,6 +760,10 @@ def _json_type(data: bytes | bytearray | msgspec.Raw) -> str:
     return {b"[": "list", b'"': "str", b"n": "null", b"t": "bool", b"f": "bool"}.get(first, "number")
 
 
+#: Items of the other lists (slices, Services): split into members, decoded when read.
+_OBJECTS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(dict[str, msgspec.Raw], JsonObject)
+
+
 class Api:
     """The run's view of the API server: every request it makes goes through here."""
 
@@ -927,53 +932,58 @@ class Api:
         so a partial list is never used. A 410 on a continue token (the
         snapshot expired mid-list) restarts from the first page.
         """
-        size = page_size or PAGE_SIZE
+        return self._list("/api/v1/nodes", "node", selector, items, page_size or PAGE_SIZE)
+
+    def _list(
+        self, path: str, kind: str, selector: str, items: ListItems[Any, _T], page_size: int
+    ) -> tuple[list[_T], int]:
         for _ in range(MAX_LIST_RESTARTS + 1):
             try:
-                return self._list_nodes_once(selector, size, items)
+                return self._list_once(path, kind, selector, items, page_size)
             except _Restart:
-                self.log.warning("node_list_restarted", reason="continue token expired (410)")
-        raise ApiUnavailable(f"node list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
+                self.log.warning(f"{kind}_list_restarted", reason="continue token expired (410)")
+        raise ApiUnavailable(f"{kind} list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
 
-    def _list_nodes_once(
-        self, selector: str, page_size: int, items: ListItems[Any, _T]
+    def _list_once(
+        self, path: str, kind: str, selector: str, items: ListItems[Any, _T], page_size: int
     ) -> tuple[list[_T], int]:
         # Memory is bounded by one page, not by the cluster: a page of real
         # Nodes is ~10 MB of JSON, and only the converted items (a few
         # hundred bytes each) outlive it. Hence no generator here: a
         # suspended one, like a for-loop variable, would keep the previous
         # page alive while the next one is fetched and decoded.
-        nodes: list[_T] = []
+        found: list[_T] = []
         token, pages = "", 0
         seen: set[str] = set()
         while True:
             with _gc_paused():
-                page = self._node_page(selector, page_size, token, items)
+                page = self._page(path, kind, selector, page_size, token, items)
                 pages += 1
                 for index, item in enumerate(page.items):
                     try:
-                        nodes.append(items.convert(item))
+                        found.append(items.convert(item))
                     except ValueError as exc:
                         raise ApiUnavailable(
-                            f"malformed node list from the API server: item {index} of page {pages}: {exc}"
+                            f"malformed {kind} list from the API server: item {index} of page {pages}: {exc}"
                         ) from None
                 token = page.continue_token
                 del page  # drop this page before the next is fetched
             if not token:
-                _unique_names([items.name(node) for node in nodes])
-                return nodes, pages
+                if items.name is not None:
+                    _unique_names(kind, [items.name(x) for x in found])
+                return found, pages
             # A server that repeats a continue token would have the run keep
             # every page until the deadline: end the list now instead.
             if token in seen:
-                raise ApiUnavailable(f"node list: the API server repeated a continue token (page {pages})")
-            if len(nodes) >= MAX_NODES:
-                raise ApiUnavailable(f"node list: more than {MAX_NODES} nodes, refused")
+                raise ApiUnavailable(f"{kind} list: the API server repeated a continue token (page {pages})")
+            if len(found) >= MAX_NODES:
+                raise ApiUnavailable(f"{kind} list: more than {MAX_NODES} items, refused")
             seen.add(token)
 
-    def _node_page(
-        self, selector: str, page_size: int, token: str, items: ListItems[Any, _T]
+    def _page(
+        self, path: str, kind: str, selector: str, page_size: int, token: str, items: ListItems[Any, _T]
     ) -> ListPage[Any]:
-        """One page of the node list, decoded into ``items.item``."""
+        """One page of a list, decoded into ``items.item``."""
         query = {"limit": str(page_size)}
         if selector:
             query["labelSelector"] = selector
@@ -981,18 +991,21 @@ class Api:
             query["continue"] = token
         try:
             page: ListPage[Any] = self.request(
-                "GET",
-                "/api/v1/nodes",
-                query,
-                decode=lambda data: decode_page(data, items.item, page_size, "node"),
+                "GET", path, query, decode=lambda data: decode_page(data, items.item, page_size, kind)
             ).body
         except HttpError as exc:
             if exc.status == 410 and token:
                 raise _Restart() from None
-            if exc.status in (400, 422) and selector:
+            if exc.status in (400, 422) and selector and kind == "node":
                 raise UsageError(f"--node-selector {selector!r} rejected by the API server: {exc}") from None
-            raise ApiUnavailable(f"GET /api/v1/nodes: unexpected {exc}") from None
+            raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
         return page
+
+    def list(self, path: str, selector: str) -> list[Mapping[str, Any]]:
+        """Every item of a namespaced list by label selector, paged like nodes; each a JsonObject."""
+        kind = path.rsplit("/", 1)[-1].rstrip("s")  # "endpointslice", "service": for messages
+        found, _ = self._list(path, kind, selector, _OBJECTS, PAGE_SIZE)
+        return [*found]
 
     def get(self, path: str) -> Mapping[str, Any] | None:
         """An object, or None when it does not exist."""
@@ -1003,17 +1016,6 @@ class Api:
                 return None
             raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
         return body if isinstance(body, Mapping) else None
-
-    def list(self, path: str, selector: str) -> list[Mapping[str, Any]]:
-        """All items of a (small) namespaced list, by label selector."""
-        try:
-            body = self.request("GET", path, {"labelSelector": selector}, expect="list").body
-        except HttpError as exc:
-            raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
-        items = body.get("items") if isinstance(body, Mapping) else None
-        if not isinstance(items, list):
-            raise ApiUnavailable(f"GET {path}: malformed list from the API server")
-        return [item for item in items if isinstance(item, Mapping)]
 
     def apply(self, path: str, body: bytes, field_manager: str, dry_run: bool) -> Mapping[str, Any]:
         """Server-side apply, forced: we are the only writer of these fields."""
@@ -1062,13 +1064,13 @@ class Api:
                 raise _rejected(f"delete {path}", exc) from None
 
 
-def _unique_names(names: list[str]) -> None:
-    # One list snapshot never names a node twice; a list that does is not
+def _unique_names(kind: str, names: list[str]) -> None:
+    # One list snapshot never names an object twice; a list that does is not
     # one a real API server sent, and publishing both would be guessing.
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise ApiUnavailable(f"malformed node list: node {name[:100]!r} listed twice")
+            raise ApiUnavailable(f"malformed {kind} list: {kind} {name[:100]!r} listed twice")
         seen.add(name)
 
 

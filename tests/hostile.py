@@ -11,6 +11,7 @@ client over real HTTP on 127.0.0.1:
   (``json.loads`` made 1.7 GB of it);
 * ``dense_valid``: the same with the smallest items the node decoder accepts
   (``{"metadata":{"name":"<hex>"},"status":{}}``, every name distinct);
+* ``dense_slices``: one good node, then a slice list like ``dense`` (``{}`` items);
 * ``hang``: accept the connection and never answer (a signal must still end the run).
 
 Run as a process for measurements: ``python -m tests.hostile MODE [SIZE] --kubeconfig F``.
@@ -33,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-MODES = ("gzip_bomb", "huge", "repeat_continue", "hang", "dense", "dense_valid")
+MODES = ("gzip_bomb", "huge", "repeat_continue", "hang", "dense", "dense_valid", "dense_slices")
 TOKEN = "hostile-token"
 
 
@@ -126,8 +127,14 @@ class HostileServer:
             def do_GET(self) -> None:
                 server.requests += 1
                 server.arrived.set()
+                if server.mode == "dense_slices" and "/endpointslices" in self.path:
+                    self._chunked(_dense(server.size, False))
+                    return
                 if not self.path.startswith("/api/v1/nodes"):
                     self._send(404, b'{"kind":"Status","code":404}')
+                    return
+                if server.mode == "dense_slices":
+                    self._send(200, json.dumps({"metadata": {}, "items": [_node(1)]}).encode())
                     return
                 if server.mode == "gzip_bomb":
                     self._send(200, server._bomb, encoding="gzip")

@@ -292,6 +292,9 @@ RSS_BOUND_MIB = 200
         ("dense", (64 << 20) - 1024, "item 0: no metadata"),
         # ...and builds only the declared fields of the smallest valid items.
         ("dense_valid", (64 << 20) - 1024, "more than 500 items on a page of 500"),
+        # The slice list is paged and typed by item the same way (it was 4 GB
+        # with each item split into members, 1.7 GB with json.loads).
+        ("dense_slices", (64 << 20) - 1024, "more than 500 items on a page of 500"),
     ],
 )
 def test_item5_hostile_responses_keep_memory_bounded(
@@ -572,9 +575,12 @@ def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        # A node page is typed: the nesting hides in a field the decoder skips.
+        # Both lists are typed by item: the nesting hides in a field the decoder skips.
         (NODES, b'{"items":[{"metadata":{"name":"a"},"status":{},"x":' + b"[" * 100_000),
-        ("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", b'{"items":' + b"[" * 100_000),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            b'{"items":[{"metadata":{"name":"a"},"x":' + b"[" * 100_000,
+        ),
     ],
     ids=["node-list", "slice-list"],
 )
