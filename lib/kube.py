@@ -941,7 +941,10 @@ class Api:
             try:
                 return self._list_once(path, kind, selector, items, page_size)
             except _Restart:
-                self.log.warning(f"{kind}_list_restarted", reason="continue token expired (410)")
+                if kind == "node":
+                    self.log.warning("node_list_restarted", reason="continue token expired (410)")
+                else:
+                    self.log.warning("list_restarted", kind=kind, reason="continue token expired (410)")
         raise ApiUnavailable(f"{kind} list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
 
     def _list_once(

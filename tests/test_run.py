@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from lib import kube
 from lib.exitcodes import ExitCode
 from lib.run import main
 from tests.fakeapi import FakeApiServer, make_node
@@ -390,6 +391,26 @@ def test_expired_continue_token_restarts_the_list(fake: FakeApiServer, run: Any)
         (True, 200),
         (True, 200),
     ]
+
+
+def test_the_slice_list_is_paged_and_restarts_on_an_expired_token(
+    fake: FakeApiServer, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Paged like the node list (a page decodes at most PAGE_SIZE items):
+    # at 2 a page, 5 slices take 3 pages, and a 410 on a continue token
+    # starts the slice list again.
+    fake.set_nodes(nodes(10))
+    assert run("--max-endpoints-per-slice", "2").code == 0
+    fake.clear_log()
+    monkeypatch.setattr(kube, "PAGE_SIZE", 2)
+    collection = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+    fake.inject("GET", collection, status=410, query={"continue": True})
+    r = run("--max-endpoints-per-slice", "2")
+    assert r.code == 0 and r.finished["writes"] == 0, r.finished
+    assert len(r.named("list_restarted")) == 1
+    assert r.named("list_restarted")[0]["kind"] == "endpointslice"
+    lists = [("continue" in q.query, q.status) for q in fake.matching("GET", collection)]
+    assert lists == [(False, 200), (True, 410), (False, 200), (True, 200), (True, 200)]
 
 
 def test_dry_run_sends_dry_run_on_every_write_and_stores_nothing(fake: FakeApiServer, run: Any) -> None:
