@@ -685,6 +685,9 @@ def _item_name(data: bytes | bytearray, index: int, kind: str) -> str:
 
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ITEMS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+#: No member of an object is decoded past this: kube-apiserver refuses a
+#: request body over 3 MiB (--max-request-bytes), so no stored object holds one.
+MAX_MEMBER_BYTES = 3 << 20
 #: A member up to this size is kept once decoded (metadata, spec); a larger
 #: one (a slice's endpoints) is decoded again at each read and dropped.
 _KEEP_BYTES = 4096
@@ -733,6 +736,11 @@ class JsonObject(Mapping[str, Any]):
         if key in self._kept:
             return self._kept[key]
         raw = self._members[key]
+        if len(raw) > MAX_MEMBER_BYTES:
+            # Decoded untyped, 3 MiB of "{}," would still be a million dicts.
+            raise ApiUnavailable(
+                f"a response member {key[:40]!r} of {len(raw)} bytes: larger than any API object"
+            )
         try:
             value = msgspec.json.decode(raw)
         except (msgspec.MsgspecError, RecursionError):

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -593,3 +594,19 @@ def test_item5_json_nested_too_deep_is_exit_4_not_a_bug(
     assert run.code == 4, run.finished
     assert "nests too deep" in run.finished["reason"]
     assert run.named("internal_error") == []
+
+
+def test_item5_a_member_larger_than_any_api_object_is_refused_unbuilt(
+    fake: FakeApiServer, kubeconfig: str
+) -> None:
+    # Issue 12: list items keep their members as raw JSON, decoded when read;
+    # a slice whose endpoints are 4 MiB of "{}," (a million dicts if decoded)
+    # cannot have been stored by a real server (3 MiB request limit).
+    fake.set_nodes([make_node("node-a", "10.0.0.1")])
+    endpoints = b"[" + b"{}," * ((4 << 20) // 3) + b"{}]"
+    body = b'{"items":[{"metadata":{"name":"kubelet-ipv4-0"},"endpoints":' + endpoints + b"}]}"
+    fake.inject("GET", "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", body=body, times=-1)
+    run = run_main(["--kubeconfig", kubeconfig, "--termination-log", "", "--timeout", "5"], {})
+    assert run.code == 4, run.finished
+    assert re.search(r"'endpoints' of 41943\d\d bytes: larger than any API object", run.finished["reason"])
+    assert run.finished["writes"] == 0
