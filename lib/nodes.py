@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -62,6 +63,15 @@ def parse_ip(text: str) -> IPAddress:
     comparisons, the summary), and formatting an IPv6 address in pure
     Python took 0.2 s of a 15,000-node run.
     """
+    # inet_pton (C) first: five times faster than ipaddress's pure-Python
+    # parser, and as strict (no leading zeros, no zone; tests/test_nodes.py
+    # holds it to ipaddress's answers). What it refuses goes to ipaddress,
+    # which reads zones ("fd00::1%eth0") and gives the error.
+    for family, cls in ((socket.AF_INET, _IPv4), (socket.AF_INET6, _IPv6)):
+        try:
+            return cls(int.from_bytes(socket.inet_pton(family, text)))
+        except (OSError, ValueError):
+            pass
     try:
         return _IPv4(text)
     except ValueError:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lib.kube import MalformedBody
@@ -485,3 +485,33 @@ def test_chosen_addresses_match_an_independent_oracle(
     assert [str(ip) for ip in got.ips] == expected
     assert str(got.primary) == expected[0]
     assert all(s.reason != "no_usable_address" for s in skips)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda ip: ip.exploded),
+        st.text(alphabet="0123456789abcdefABCDEF:.%x ", max_size=45),
+    )
+)
+@example("010.0.0.1")
+@example("::ffff:1.2.3.04")
+@example("::ffff:1.2.3.4")
+@example("::1.2.3.4")
+@example("fd00::1%eth0")
+@example("1.2.3.4 ")
+@example("0000:0000::0001")
+@example("1::2::3")
+def test_parse_ip_agrees_with_ipaddress_on_any_text(raw: str) -> None:
+    # parse_ip takes a faster path (inet_pton) than ipaddress: the same
+    # answers, errors included, and the same canonical text.
+    try:
+        expected = ipaddress.ip_address(raw)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_ip(raw)
+        return
+    got = parse_ip(raw)
+    assert got == expected and type(got).__mro__[1] is type(expected)
+    assert str(got) == str(expected)
