@@ -151,27 +151,34 @@ def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
         # Endpoints into slices of its own: duplicate targets.
         labels[SKIP_MIRROR] = "true"
     meta = _meta(cfg, cfg.service_name, labels)
-    addresses = [
-        {"ip": str(n.primary), "nodeName": n.node.name, "targetRef": target_ref(n.node)}
-        for n in sel.published
-    ]
+    published = sel.published
     truncated_from = None
-    if len(addresses) > ENDPOINTS_CAPACITY:
-        truncated_from = len(addresses)
-        addresses = addresses[:ENDPOINTS_CAPACITY]
+    if len(published) > ENDPOINTS_CAPACITY:
+        # Cut before building: 15,000 address dicts for 1,000 kept were 7 MB.
+        truncated_from = len(published)
+        published = published[:ENDPOINTS_CAPACITY]
         meta["annotations"] = {OVER_CAPACITY: "truncated"}
+    addresses = [
+        {"ip": str(n.primary), "nodeName": n.node.name, "targetRef": target_ref(n.node)} for n in published
+    ]
     body: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}
     if addresses:  # no eligible node: no subsets at all, which removes ours
         body["subsets"] = [{"addresses": addresses, "ports": ports(cfg)}]
     return EndpointsPlan(body, truncated_from)
 
 
-def slice_endpoint(n: NodeAddresses, ip: IPAddress) -> dict[str, Any]:
+#: Every slice endpoint's conditions: one shared dict, as bodies are only
+#: read (compared, encoded) once built; 30,000 copies were 5 MB at 15,000 nodes.
+_READY: dict[str, Any] = {"ready": True}
+
+
+def slice_endpoint(n: NodeAddresses, ip: IPAddress, ref: dict[str, str] | None = None) -> dict[str, Any]:
+    """One endpoint of a slice; ``ref``: the node's targetRef when already made (shared, read only)."""
     return {
         "addresses": [str(ip)],
-        "conditions": {"ready": True},
+        "conditions": _READY,
         "nodeName": n.node.name,
-        "targetRef": target_ref(n.node),
+        "targetRef": ref if ref is not None else target_ref(n.node),
     }
 
 

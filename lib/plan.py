@@ -189,6 +189,8 @@ def _slice_steps(
     """
     ours = {s.name: s for s in live.ours()}
     holder: dict[IPAddress, NodeAddresses] = {ip: n for n in sel.published for ip in n.ips}
+    # One targetRef per node, shared by its IPv4 and IPv6 endpoints (read only).
+    refs = {id(n): desired.target_ref(n.node) for n in sel.published}
     shrink: list[Step] = []
     grow: list[Step] = []
     deletes: list[Step] = []
@@ -200,7 +202,7 @@ def _slice_steps(
         placement = place(prefix, sel.ips(version), mine, cfg.max_endpoints_per_slice, taken)
         for placed in placement.slices:
             placed_names.add(placed.name)
-            endpoints = [desired.slice_endpoint(holder[ip], ip) for ip in placed.ips]
+            endpoints = [desired.slice_endpoint(holder[ip], ip, refs[id(holder[ip])]) for ip in placed.ips]
             body = desired.endpoint_slice(cfg, placed.name, family, endpoints, service_uid)
             current = ours.get(placed.name)
             out = grow if placed.gains else shrink
