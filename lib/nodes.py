@@ -25,30 +25,27 @@ _FALLBACK = {"InternalIP": "ExternalIP", "ExternalIP": "InternalIP"}
 ADDRESS_TYPES = {"internal": "InternalIP", "external": "ExternalIP"}
 
 
-class _IPv4(ipaddress.IPv4Address):
-    """An IPv4Address that formats itself once (see :func:`parse_ip`)."""
+class _TextOnce:
+    """Formats an address once (see :func:`parse_ip`); the subclasses hold the ``_text`` slot."""
 
-    __slots__ = ("_text",)
-
-    def __str__(self) -> str:
-        try:
-            return self._text
-        except AttributeError:
-            self._text: str = super().__str__()
-            return self._text
-
-
-class _IPv6(ipaddress.IPv6Address):
-    """An IPv6Address that formats itself once (see :func:`parse_ip`)."""
-
-    __slots__ = ("_text",)
+    __slots__ = ()
+    _text: str
 
     def __str__(self) -> str:
         try:
             return self._text
         except AttributeError:
-            self._text: str = super().__str__()
-            return self._text
+            text = super().__str__()
+            setattr(self, "_text", text)  # noqa: B010 (the slot is the subclass's, which mypy cannot see here)
+            return text
+
+
+class _IPv4(_TextOnce, ipaddress.IPv4Address):
+    __slots__ = ("_text",)
+
+
+class _IPv6(_TextOnce, ipaddress.IPv6Address):
+    __slots__ = ("_text",)
 
 
 @functools.cache
