@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ START_TIMEOUT_S = 90.0
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 ADMIN_USER = "admin"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 NOBODY_USER = "nobody"
 
 
@@ -166,6 +168,7 @@ class RealApiServer:
             stdin=subprocess.DEVNULL,
             cwd=self.dir,
             start_new_session=True,  # its own process group: stop() kills it whole
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self._procs.append(proc)
@@ -312,6 +315,13 @@ class RealApiServer:
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self.ok("GET", "/api/v1/nodes")["items"])
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the test process dies, even by SIGKILL (no atexit runs then)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _http_ok(url: str) -> bool:
