@@ -128,14 +128,18 @@ class Live:
     def foreign_slices(self) -> list[LiveObject]:
         return [s for s in self.slices if not s.ours]
 
-    def published(self, manages_endpoints: bool, manages_slices: bool) -> set[IPAddress]:
-        """Every IP our managed objects publish now (never a foreign slice's)."""
+    def managed(self, manages_endpoints: bool, manages_slices: bool) -> list[LiveObject]:
+        """The objects whose addresses we publish: our Endpoints and our slices, as managed."""
         objs: list[LiveObject] = []
         if manages_endpoints and self.endpoints is not None:
             objs.append(self.endpoints)
         if manages_slices:
             objs.extend(self.ours())
-        return {ip for o in objs for ip in o.ips()}
+        return objs
+
+    def published(self, manages_endpoints: bool, manages_slices: bool) -> set[IPAddress]:
+        """Every IP our managed objects publish now (never a foreign slice's)."""
+        return {ip for o in self.managed(manages_endpoints, manages_slices) for ip in o.ips()}
 
 
 def view(obj: Mapping[str, Any], kind: str, field_manager: str) -> LiveObject:

@@ -86,10 +86,6 @@ class Plan:
     empties: bool = False  # would replace a non-empty published set with an empty one
     complete: bool = True
 
-    @property
-    def writes(self) -> int:
-        return len(self.steps)
-
 
 def build(cfg: Config, sel: Selection, live: Live) -> Plan:
     """The plan that brings ``live`` to the desired state of ``sel``."""
@@ -249,13 +245,8 @@ def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
     """IPs added, removed, and moved to another node (the IP-reuse case made visible)."""
     d = desired.diff(sel.ips(), live.published(cfg.manages_endpoints, cfg.manages_slices))
     now = {str(ip): n.node.name for n in sel.published for ip in n.ips}
-    objs: list[LiveObject] = []
-    if cfg.manages_endpoints and live.endpoints is not None:
-        objs.append(live.endpoints)
-    if cfg.manages_slices:
-        objs.extend(live.ours())
     before: dict[str, str] = {}
-    for obj in objs:
+    for obj in live.managed(cfg.manages_endpoints, cfg.manages_slices):
         for ip, node in obj.holders():
             if node:
                 before.setdefault(ip, node)
