@@ -17,6 +17,7 @@ https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-manageme
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,11 @@ class LiveObject:
             except ValueError:
                 continue
 
-    def holders(self) -> Iterator[tuple[str, str]]:
-        """(canonical IP, node name) for each address that is an IP."""
+    def holders(self) -> Iterator[tuple[IPAddress, str]]:
+        """(IP, node name) for each address that is an IP."""
         for text, node in zip(self.addresses, self.node_names, strict=True):
             try:
-                yield str(parse_ip(text)), node
+                yield parse_ip(text), node
             except ValueError:
                 continue
 
@@ -175,7 +176,7 @@ def view(obj: Mapping[str, Any], kind: str, field_manager: str) -> LiveObject:
         labels=labels,
         ours=ours,
         address_type=str(address_type) if address_type else None,
-        addresses=tuple(str(a) for a, _ in pairs),
+        addresses=tuple(_shared(str(a)) for a, _ in pairs),
         node_names=tuple(n for _, n in pairs),
         owned=owned,
         others=tuple(others),
@@ -184,10 +185,22 @@ def view(obj: Mapping[str, Any], kind: str, field_manager: str) -> LiveObject:
 
 
 def _node_of(address: Mapping[str, Any]) -> str:
-    """The node of an address: ``nodeName``, else a Node ``targetRef`` (all prometheus-operator sets)."""
+    """The node of an address: ``nodeName``, else a Node ``targetRef`` (all prometheus-operator sets).
+
+    Interned: the node list's names are, so 30,000 live endpoints hold no copies.
+    """
     ref = address.get("targetRef") or {}
     name = address.get("nodeName") or (ref.get("name") if ref.get("kind") == "Node" else None)
-    return str(name or "")
+    return sys.intern(str(name or ""))
+
+
+def _shared(text: str) -> str:
+    """An IP's canonical text as the node list gave it (one string, not a copy per object); else ``text``."""
+    try:
+        canonical = str(parse_ip(text))
+    except ValueError:
+        return text
+    return canonical if canonical == text else text
 
 
 # --- which fields do others own ------------------------------------------------------

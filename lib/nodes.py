@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +23,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 _FALLBACK = {"InternalIP": "ExternalIP", "ExternalIP": "InternalIP"}
+#: The address types a run reads, each one string shared by every node.
+_TYPES = {t: t for t in _FALLBACK}
 ADDRESS_TYPES = {"internal": "InternalIP", "external": "ExternalIP"}
 
 
@@ -66,9 +69,14 @@ def parse_ip(text: str) -> IPAddress:
     # which reads zones ("fd00::1%eth0") and gives the error.
     for family, cls in ((socket.AF_INET, _IPv4), (socket.AF_INET6, _IPv6)):
         try:
-            return cls(int.from_bytes(socket.inet_pton(family, text)))
+            packed = socket.inet_pton(family, text)
         except (OSError, ValueError):
-            pass
+            continue
+        ip = cls(int.from_bytes(packed))
+        if family == socket.AF_INET or text == _ntop6(packed):
+            # Already canonical: the node's own text is the IP's (one string, not two).
+            ip._text = text
+        return ip
     try:
         return _IPv4(text)
     except ValueError:
@@ -77,6 +85,12 @@ def parse_ip(text: str) -> IPAddress:
         return _IPv6(text)
     except ValueError:
         raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address") from None
+
+
+def _ntop6(packed: bytes) -> str:
+    """inet_ntop's text where it is Python's (RFC 5952); never equal to an input when not."""
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    return "" if "." in text else text  # Python never writes the dotted IPv4 tail
 
 
 def ip_key(ip: IPAddress) -> tuple[int, int]:
@@ -193,9 +207,9 @@ def slim(item: NodeItem) -> NodeInfo:
         if cond.type == "Ready":
             ready = cond.status
             break
-    addresses = tuple((a.type, a.address) for a in status.addresses or () if a.type in _FALLBACK)
+    addresses = tuple((_TYPES[a.type], a.address) for a in status.addresses or () if a.type in _TYPES)
     return NodeInfo(
-        name=name,
+        name=sys.intern(name),  # the live objects' nodeNames share it
         uid=meta.uid,
         created=_timestamp(meta.creationTimestamp, "creationTimestamp", name),
         deleting=meta.deletionTimestamp is not None,

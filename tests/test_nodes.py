@@ -503,6 +503,11 @@ def test_chosen_addresses_match_an_independent_oracle(
 @example("1.2.3.4 ")
 @example("0000:0000::0001")
 @example("1::2::3")
+@example("1:0:0:2:0:0:3:4")
+@example("1:0:2:3:4:5:6:7")
+@example("::ffff:0:0")
+@example("::102:304")
+@example("FD00::1")
 def test_parse_ip_agrees_with_ipaddress_on_any_text(raw: str) -> None:
     # parse_ip takes a faster path (inet_pton) than ipaddress: the same
     # answers, errors included, and the same canonical text.
