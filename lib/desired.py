@@ -10,10 +10,11 @@ list (on a real API server such an apply re-stamps managedFields and bumps
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from lib.config import Config
 from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key
@@ -232,8 +233,8 @@ def endpoint_slice(
 
 
 def encode(body: Mapping[str, Any]) -> bytes:
-    """Byte-stable JSON (which is YAML) for an apply body."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    """Byte-stable JSON (which is YAML) for an apply body: keys sorted, no spaces, UTF-8."""
+    return msgspec.json.encode(body, order="sorted")
 
 
 @dataclass(frozen=True)

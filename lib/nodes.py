@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -93,9 +95,10 @@ def _ntop6(packed: bytes) -> str:
     return "" if "." in text else text  # Python never writes the dotted IPv4 tail
 
 
-def ip_key(ip: IPAddress) -> tuple[int, int]:
-    """Sort key for mixed families: IPv4 before IPv6, then numerically."""
-    return ip.version, int(ip)
+#: Sort key for mixed families: IPv4 before IPv6, then numerically. Read in
+#: C from ipaddress's own slots: the ``version`` and ``__int__`` it stands for
+#: cost two Python calls an IP, and a run sorts 30,000 IPs several times.
+ip_key: Callable[[IPAddress], tuple[int, int]] = operator.attrgetter("_version", "_ip")
 
 
 class MalformedNode(ValueError):
@@ -218,18 +221,24 @@ def slim(item: NodeItem) -> NodeInfo:
     )
 
 
+#: The ranges of ipaddress's is_loopback, is_link_local, is_unspecified and
+#: is_multicast, as (bits below the prefix, the prefix, reason) for each family:
+#: 127/8, 169.254/16, 0.0.0.0, 224/4; ::1, fe80::/10, ::, ff00::/8. Compared as
+#: integers: the properties' network look-ups were a fifth of choosing addresses.
+_UNUSABLE = {
+    4: ((24, 127, "loopback"), (16, 0xA9FE, "link-local"), (0, 0, "unspecified"), (28, 0xE, "multicast")),
+    6: ((0, 1, "loopback"), (118, 0x3FA, "link-local"), (0, 0, "unspecified"), (120, 0xFF, "multicast")),
+}
+
+
 def _unusable(ip: IPAddress) -> str | None:
     # The API server rejects these in Endpoints and EndpointSlices; one such
     # node must not fail the whole write, so it is skipped instead.
     # https://kubernetes.io/docs/concepts/services-networking/service/#endpoints
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_multicast:
-        return "multicast"
+    value = int(ip)
+    for shift, prefix, reason in _UNUSABLE[ip.version]:
+        if value >> shift == prefix:
+            return reason
     return None
 
 
