@@ -25,8 +25,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 _FALLBACK = {"InternalIP": "ExternalIP", "ExternalIP": "InternalIP"}
-#: The address types a run reads, each one string shared by every node.
+#: The address types a run reads and the Ready states: each one string shared by every node.
 _TYPES = {t: t for t in _FALLBACK}
+_STATES = {s: s for s in ("True", "False", "Unknown")}
 ADDRESS_TYPES = {"internal": "InternalIP", "external": "ExternalIP"}
 
 
@@ -208,7 +209,7 @@ def slim(item: NodeItem) -> NodeInfo:
     ready = None
     for cond in status.conditions or ():
         if cond.type == "Ready":
-            ready = cond.status
+            ready = _STATES.get(cond.status, cond.status) if cond.status is not None else None
             break
     addresses = tuple((_TYPES[a.type], a.address) for a in status.addresses or () if a.type in _TYPES)
     return NodeInfo(
