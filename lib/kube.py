@@ -705,15 +705,42 @@ class JsonObject(Mapping[str, Any]):
     at once, but a member's value is built only when read: a read-only
     Mapping of plain JSON values. The slice list at 15,000 nodes is 7.5 MB
     of JSON and was ~35 MB of dicts held for the whole run; now each slice's
-    endpoints exist only while they are looked at, and the body's bytes are
-    the only copy kept.
+    endpoints exist only while they are looked at, and a list item keeps its
+    own copy of its members (:meth:`detached`), the large ones compressed.
     """
 
-    __slots__ = ("_kept", "_members")
+    __slots__ = ("_kept", "_members", "_packed")
 
-    def __init__(self, members: dict[str, msgspec.Raw], kept: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        members: dict[str, msgspec.Raw],
+        kept: dict[str, Any] | None = None,
+        packed: dict[str, bytes] | None = None,
+    ) -> None:
         self._members = members
         self._kept: dict[str, Any] = kept or {}
+        self._packed: dict[str, bytes] = packed or {}  # large members, zlib-compressed
+
+    @classmethod
+    def detached(cls, members: dict[str, msgspec.Raw]) -> JsonObject:
+        """A list item holding no part of its page: small members copied, large ones compressed.
+
+        Every Raw member of a page holds the whole page, so the slice list at
+        15,000 nodes (6 MB, most of it the slices' endpoints) stayed in memory
+        for the run. Compressed (zlib level 1), a slice's endpoints take a
+        fifth of their bytes; they are decompressed when read, which a run
+        does once or twice per slice.
+        """
+        small: dict[str, msgspec.Raw] = {}
+        packed: dict[str, bytes] = {}
+        for key, raw in members.items():
+            if _KEEP_BYTES < len(raw) <= MAX_MEMBER_BYTES:
+                packed[key] = zlib.compress(raw, 1)
+            elif len(raw) > MAX_MEMBER_BYTES:
+                small[key] = raw  # refused when read (__getitem__); not copied
+            else:
+                small[key] = msgspec.Raw(bytes(raw))
+        return cls(small, packed=packed)
 
     @classmethod
     def decode(cls, data: bytes | bytearray | msgspec.Raw, items: bool = False) -> JsonObject:
@@ -740,6 +767,8 @@ class JsonObject(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key in self._kept:
             return self._kept[key]
+        if key in self._packed:
+            return msgspec.json.decode(zlib.decompress(self._packed[key]))  # checked as JSON when split
         raw = self._members[key]
         if len(raw) > MAX_MEMBER_BYTES:
             # Decoded untyped, 3 MiB of "{}," would still be a million dicts.
@@ -756,13 +785,14 @@ class JsonObject(Mapping[str, Any]):
         return value
 
     def __contains__(self, key: object) -> bool:
-        return key in self._members
+        return key in self._members or key in self._packed
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._members)
+        yield from self._members
+        yield from self._packed
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._members) + len(self._packed)
 
     def __repr__(self) -> str:
         return f"JsonObject({dict(self)!r})"
@@ -774,7 +804,9 @@ def _json_type(data: bytes | bytearray | msgspec.Raw) -> str:
 
 
 #: Items of the other lists (slices, Services): split into members, decoded when read.
-_OBJECTS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(dict[str, msgspec.Raw], JsonObject)
+_OBJECTS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(
+    dict[str, msgspec.Raw], JsonObject.detached
+)
 
 
 class Api:

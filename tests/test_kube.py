@@ -6,10 +6,12 @@ Through the real ``kubernetes`` client over real HTTP against the fake API serve
 from __future__ import annotations
 
 import gc
+import json
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from lib import kube, log
@@ -123,3 +125,44 @@ def test_a_gc_the_caller_paused_stays_paused(fake: FakeApiServer, kubeconfig: st
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --- list items held apart from their page -------------------------------------------------
+
+
+def _slice_page(endpoints: int) -> bytearray:
+    eps = [
+        {"addresses": [f"10.0.{i // 250}.{i % 250 + 1}"], "conditions": {"ready": True}, "nodeName": f"n{i}"}
+        for i in range(endpoints)
+    ]
+    item = {"metadata": {"name": "s1", "labels": {"a": "b"}}, "addressType": "IPv4", "endpoints": eps}
+    return bytearray(json.dumps({"kind": "EndpointSliceList", "metadata": {}, "items": [item]}).encode())
+
+
+@pytest.mark.parametrize("endpoints", [1, 2000])
+def test_a_list_item_reads_the_same_and_holds_nothing_of_its_page(endpoints: int) -> None:
+    page = _slice_page(endpoints)
+    expected = json.loads(page)["items"][0]
+    (item,) = kube.decode_page(page, dict[str, msgspec.Raw], 500, "endpointslice").items
+    obj = kube.JsonObject.detached(item)
+    del item
+    page[:] = b" " * len(page)  # what a member still pointing into the page would now read
+    assert dict(obj) == expected and len(obj) == len(expected) and "endpoints" in obj
+    assert obj["endpoints"] == expected["endpoints"]  # read twice: decompressed each time
+
+
+def test_the_slice_list_is_held_compressed() -> None:
+    # 2000 endpoints are ~170 KB of JSON; held, the object takes a fraction of that.
+    page = bytes(_slice_page(2000))  # alive throughout: only what the object holds counts
+    tracemalloc.start()
+    try:
+        (item,) = kube.decode_page(page, dict[str, msgspec.Raw], 500, "endpointslice").items
+        before = tracemalloc.get_traced_memory()[0]
+        obj = kube.JsonObject.detached(item)
+        del item
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(obj["endpoints"]) == 2000
+    assert held < len(page) / 4, f"{held} bytes held for a {len(page)}-byte item"
