@@ -47,6 +47,8 @@ class Selection:
     published: tuple[NodeAddresses, ...]  # sorted by primary IP
     conflicts: tuple[IPConflict, ...] = ()
     skips: tuple[Skip, ...] = ()
+    #: The node publishing each IP, when the maker has it already (select does).
+    by_ip: Mapping[IPAddress, NodeAddresses] | None = field(default=None, repr=False, compare=False)
 
     def ips(self, version: int | None = None) -> list[IPAddress]:
         """Every published IP (of one family if given), sorted."""
@@ -55,7 +57,7 @@ class Selection:
 
     def holders(self) -> Mapping[IPAddress, NodeAddresses]:
         """The node publishing each IP (read only)."""
-        return self._holders
+        return self.by_ip if self.by_ip is not None else self._holders
 
     # Sorted and indexed once per run, not once per use (30,000 IPs at 15,000 nodes).
     @functools.cached_property
@@ -70,24 +72,49 @@ class Selection:
 def _priority(nodes: Iterable[NodeAddresses]) -> list[NodeAddresses]:
     # Newest creationTimestamp first (the newer node holds a reused IP now),
     # then the smallest name: a total order, so input order never matters.
-    by_name = sorted(nodes, key=lambda n: n.node.name)
-    return sorted(by_name, key=lambda n: n.node.created, reverse=True)
+    by_name = sorted(nodes, key=lambda n: n.name)
+    return sorted(by_name, key=lambda n: n.created, reverse=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One listed node as the selection needs it, made as its page of the list is read.
+
+    ``chosen``: the addresses it would publish (None when it is not eligible
+    or has none usable); ``skips``: the addresses left out. Nothing else of
+    the node is kept: its :class:`NodeInfo` goes with the page.
+    """
+
+    name: str
+    eligible: bool
+    chosen: NodeAddresses | None = None
+    skips: tuple[Skip, ...] = ()
+
+
+def candidate(node: NodeInfo, address_type: str) -> Candidate:
+    """Whether ``node`` may be published, and at which addresses."""
+    if not node.eligible:
+        return Candidate(node.name, False)  # never published, never takes an IP from anyone
+    chosen, skips = choose_addresses(node, address_type)
+    return Candidate(node.name, True, chosen, tuple(skips))
 
 
 def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
     """Eligible nodes, their addresses, and every IP exactly once."""
+    return select_from(candidate(node, address_type) for node in nodes)
+
+
+def select_from(listed: Iterable[Candidate]) -> Selection:
+    """:func:`select` of nodes already made :class:`Candidate` (a run does it page by page)."""
     total = eligible = 0
     skips: list[Skip] = []
     candidates: list[NodeAddresses] = []
-    for node in nodes:
+    for c in listed:
         total += 1
-        if not node.eligible:
-            continue  # never published, never takes an IP from anyone
-        eligible += 1
-        chosen, node_skips = choose_addresses(node, address_type)
-        skips.extend(node_skips)
-        if chosen is not None:
-            candidates.append(chosen)
+        eligible += c.eligible
+        skips.extend(c.skips)
+        if c.chosen is not None:
+            candidates.append(c.chosen)
 
     holder: dict[IPAddress, NodeAddresses] = {}
     lost: dict[IPAddress, list[str]] = {}
@@ -98,17 +125,17 @@ def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
     for cand in _priority(candidates):
         taken = next((ip for ip in cand.ips if ip in holder), None)
         if taken is not None:
-            lost.setdefault(taken, []).append(cand.node.name)
+            lost.setdefault(taken, []).append(cand.name)
             continue
         for ip in cand.ips:
             holder[ip] = cand
         published.append(cand)
     conflicts = tuple(
-        IPConflict(str(ip), holder[ip].node.name, tuple(sorted(losers)))
+        IPConflict(str(ip), holder[ip].name, tuple(sorted(losers)))
         for ip, losers in sorted(lost.items(), key=lambda kv: ip_key(kv[0]))
     )
     published.sort(key=lambda n: ip_key(n.primary))
-    return Selection(total, eligible, tuple(published), conflicts, tuple(skips))
+    return Selection(total, eligible, tuple(published), conflicts, tuple(skips), by_ip=holder)
 
 
 # --- object bodies -----------------------------------------------------------
@@ -147,7 +174,7 @@ def service(cfg: Config) -> dict[str, Any]:
     }
 
 
-def target_ref(node: NodeInfo) -> dict[str, str]:
+def target_ref(node: NodeAddresses) -> dict[str, str]:
     return {"kind": "Node", "apiVersion": "v1", "name": node.name, "uid": node.uid}
 
 
@@ -172,9 +199,7 @@ def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
         truncated_from = len(published)
         published = published[:ENDPOINTS_CAPACITY]
         meta["annotations"] = {OVER_CAPACITY: "truncated"}
-    addresses = [
-        {"ip": str(n.primary), "nodeName": n.node.name, "targetRef": target_ref(n.node)} for n in published
-    ]
+    addresses = [{"ip": str(n.primary), "nodeName": n.name, "targetRef": target_ref(n)} for n in published]
     body: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}
     if addresses:  # no eligible node: no subsets at all, which removes ours
         body["subsets"] = [{"addresses": addresses, "ports": ports(cfg)}]
@@ -191,8 +216,8 @@ def slice_endpoint(n: NodeAddresses, ip: IPAddress) -> dict[str, Any]:
     return {
         "addresses": [str(ip)],
         "conditions": _READY,
-        "nodeName": n.node.name,
-        "targetRef": target_ref(n.node),
+        "nodeName": n.name,
+        "targetRef": target_ref(n),
     }
 
 

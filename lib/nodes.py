@@ -134,9 +134,14 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class NodeAddresses:
-    """A node's published addresses: at most one per family, primary first."""
+    """A node's published addresses (at most one per family, primary first), and what of
+    the node the rest of a run needs: not the :class:`NodeInfo`, which a run drops once
+    the addresses are chosen (its address list was a third of a 15,000-node run's memory).
+    """
 
-    node: NodeInfo
+    name: str
+    uid: str
+    created: datetime  # for who keeps a shared IP (the newest node)
     ips: tuple[IPAddress, ...]  # primary first; at most one IPv4 and one IPv6
 
     @property
@@ -278,6 +283,6 @@ def choose_addresses(node: NodeInfo, address_type: str) -> tuple[NodeAddresses |
             if all(ip.version != have.version for have in usable):
                 usable.append(ip)
         if usable:
-            return NodeAddresses(node, tuple(usable)), skips
+            return NodeAddresses(node.name, node.uid, node.created, tuple(usable)), skips
     skips.append(Skip(node.name, "no_usable_address"))
     return None, skips

@@ -295,9 +295,9 @@ def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
     d = desired.diff(now, before)
     moved = sorted(
         (
-            Reassigned(str(ip), node, holder.node.name)
+            Reassigned(str(ip), node, holder.name)
             for ip, node in before.items()
-            if node and (holder := now.get(ip)) is not None and holder.node.name != node
+            if node and (holder := now.get(ip)) is not None and holder.name != node
         ),
         key=lambda r: r.ip,
     )

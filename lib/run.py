@@ -21,7 +21,7 @@ from lib.config import Config
 from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
-from lib.nodes import NodeInfo, NodeItem, slim
+from lib.nodes import NodeItem, slim
 
 #: Lists of IPs in the summary line are cut to this many (counts stay exact).
 SUMMARY_CAP = 20
@@ -30,8 +30,19 @@ SUMMARY_CAP = 20
 MAX_REPLANS = 3
 #: Other Services of this label are scraped by the kubelet ServiceMonitor too (SPEC "Other writers").
 KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
-#: How the node list is decoded: the transport takes it from here (it knows no Node).
-NODE_ITEMS: kube.ListItems[NodeItem, NodeInfo] = kube.ListItems(NodeItem, slim, lambda node: node.name)
+
+
+def node_items(address_type: str) -> kube.ListItems[NodeItem, desired.Candidate]:
+    """How the node list is decoded: the transport takes it from here (it knows no Node).
+
+    Each node becomes a :data:`~lib.desired.Candidate` as its page is read,
+    so only the chosen addresses of each node outlive the page.
+    """
+    return kube.ListItems(NodeItem, lambda item: desired.candidate(slim(item), address_type), _name)
+
+
+def _name(c: desired.Candidate) -> str:
+    return c.name
 
 
 @dataclass
@@ -170,8 +181,8 @@ def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Sum
 
 
 def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
-    nodes, pages = api.list_nodes(cfg.node_selector, NODE_ITEMS)
-    sel = desired.select(nodes, cfg.address_type)
+    nodes, pages = api.list_nodes(cfg.node_selector, node_items(cfg.address_type))
+    sel = desired.select_from(nodes)
     del nodes  # only the selection is needed from here on
     summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
     summary.ip_conflicts = len(sel.conflicts)

@@ -27,7 +27,7 @@ import structlog
 
 from lib import config, kube, log
 from lib.exitcodes import UsageError
-from lib.run import NODE_ITEMS, main
+from lib.run import main, node_items
 from tests.fakeapi import FakeApiServer, make_node
 from tests.hostile import HostileServer
 from tests.realserver import RealApiServer
@@ -344,7 +344,7 @@ def test_item5_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, ku
     assert run.code == 0  # 3 items on a page of 500: fine
     api = kube.Api(kube.load_client(kubeconfig, None, {}), kube.Deadline(5), log.get())
     with pytest.raises(kube.ApiUnavailable, match="more than 2 items on a page of 2"):
-        api.list_nodes("", NODE_ITEMS, 2)
+        api.list_nodes("", node_items("internal"), 2)
 
 
 # --- 7 and 9. the termination log -------------------------------------------------------------

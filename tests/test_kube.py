@@ -17,7 +17,7 @@ import pytest
 from lib import kube, log
 from lib.exitcodes import ApiUnavailable
 from lib.kube import Api, Deadline, load_client
-from lib.run import NODE_ITEMS
+from lib.run import node_items
 from tests.fakeapi import FakeApiServer, make_node
 
 NODES = "/api/v1/nodes"
@@ -37,7 +37,7 @@ def big_nodes(count: int) -> Iterator[dict[str, Any]]:
 def test_pages_are_requested_with_the_page_size(fake: FakeApiServer, kubeconfig: str) -> None:
     count = kube.PAGE_SIZE + 1
     fake.set_nodes(make_node(f"n{i:04d}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(count))
-    nodes, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
+    nodes, pages = api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert len(nodes) == count and pages == 2
     assert [r.query.get("limit") for r in fake.matching("GET", NODES)] == [str(kube.PAGE_SIZE)] * 2
 
@@ -47,7 +47,7 @@ def test_the_page_size_is_read_when_the_list_starts(
 ) -> None:
     fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
     monkeypatch.setattr(kube, "PAGE_SIZE", 2)
-    _, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
+    _, pages = api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert pages == 3
     assert {r.query.get("limit") for r in fake.matching("GET", NODES)} == {"2"}
 
@@ -55,11 +55,11 @@ def test_the_page_size_is_read_when_the_list_starts(
 def _peak_of_list(fake: FakeApiServer, kubeconfig: str, count: int, page_size: int) -> int:
     fake.set_nodes(big_nodes(count))
     api = api_for(kubeconfig)
-    api.list_nodes("", NODE_ITEMS, page_size)  # warm up: imports, connection, caches
+    api.list_nodes("", node_items("internal"), page_size)  # warm up: imports, connection, caches
     gc.collect()
     tracemalloc.start()
     try:
-        nodes, _ = api.list_nodes("", NODE_ITEMS, page_size)
+        nodes, _ = api.list_nodes("", node_items("internal"), page_size)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -82,13 +82,13 @@ def test_each_page_is_dropped_before_the_next_is_fetched(fake: FakeApiServer, ku
     # request: the same at page 8 as at page 1, not one parsed page more.
     fake.set_nodes(big_nodes(80))
     api = api_for(kubeconfig)
-    api.list_nodes("", NODE_ITEMS, 10)  # warm up
+    api.list_nodes("", node_items("internal"), 10)  # warm up
     held: list[int] = []
     fake.on_request = lambda r: held.append(tracemalloc.get_traced_memory()[0]) if r.path == NODES else None
     gc.collect()
     tracemalloc.start()
     try:
-        api.list_nodes("", NODE_ITEMS, 10)
+        api.list_nodes("", node_items("internal"), 10)
     finally:
         tracemalloc.stop()
         fake.on_request = None
@@ -101,7 +101,7 @@ def test_the_gc_runs_again_after_the_list(fake: FakeApiServer, kubeconfig: str) 
     fake.page_cap = 2
     fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
     assert gc.isenabled()
-    nodes, pages = api_for(kubeconfig).list_nodes("", NODE_ITEMS)
+    nodes, pages = api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert (len(nodes), pages) == (5, 3)
     assert gc.isenabled()
 
@@ -113,7 +113,7 @@ def test_the_gc_runs_again_after_a_failed_page(fake: FakeApiServer, kubeconfig: 
     page = b'{"kind": "NodeList", "metadata": {}, "items": [{"metadata": {"name": "x"}}]}'
     fake.inject("GET", NODES, body=page, query={"continue": True})
     with pytest.raises(ApiUnavailable, match="malformed node list"):
-        api_for(kubeconfig).list_nodes("", NODE_ITEMS)
+        api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert gc.isenabled()
 
 
@@ -121,7 +121,7 @@ def test_a_gc_the_caller_paused_stays_paused(fake: FakeApiServer, kubeconfig: st
     fake.set_nodes([make_node("n0", "10.0.0.1")])
     gc.disable()
     try:
-        api_for(kubeconfig).list_nodes("", NODE_ITEMS)
+        api_for(kubeconfig).list_nodes("", node_items("internal"))
         assert not gc.isenabled()
     finally:
         gc.enable()
