@@ -206,8 +206,10 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
                 f" published IPs with none ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes);"
                 " --allow-empty permits it"
             )
+        # The resourceVersion of every slice of our Service once our writes are made.
+        versions = {s.name: s.resource_version or "" for s in live.slices}
         try:
-            written, service = _carry_out(cfg, api, logger, summary, p)
+            written, service = _carry_out(cfg, api, logger, summary, p, versions)
             if not p.complete and service is not None:
                 # The Service is new: plan the rest with its uid, from the apply's
                 # answer (a dry run stores nothing to read back).
@@ -217,14 +219,14 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
                 for w in rest.warnings:
                     if attempt == 0 and w not in p.warnings:
                         logger.warning(w.event, **w.fields)
-                written += _carry_out(cfg, api, logger, summary, rest)[0]
+                written += _carry_out(cfg, api, logger, summary, rest, versions)[0]
         except WriteConflict as exc:
             if attempt == MAX_REPLANS:
                 raise
             logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
             continue
         twice = (
-            plan.ips_in_two_slices(_list_slices(cfg, api))
+            _ips_in_two_slices(cfg, api, versions)
             if written and cfg.manages_slices and not cfg.dry_run
             else []
         )
@@ -271,12 +273,27 @@ def _list_slices(cfg: Config, api: Api) -> tuple[LiveObject, ...]:
     )
 
 
+def _ips_in_two_slices(cfg: Config, api: Api, versions: Mapping[str, str]) -> list[str]:
+    """After our writes: IPs another run's writes left in a second slice of ours.
+
+    Each slice's resourceVersion comes first (a metadata-only list): when
+    every one is the version our reads and writes left, no one else wrote
+    and the slices hold the plan, each IP once. Only otherwise are the
+    slices read whole (6 MB at 15,000 nodes, against 0.3 MB).
+    """
+    selector = f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
+    if api.versions(object_path("EndpointSlice", cfg.namespace), selector) == versions:
+        return []
+    return plan.ips_in_two_slices(_list_slices(cfg, api))
+
+
 def _carry_out(
-    cfg: Config, api: Api, logger: Any, summary: Summary, p: plan.Plan
+    cfg: Config, api: Api, logger: Any, summary: Summary, p: plan.Plan, versions: dict[str, str]
 ) -> tuple[int, Mapping[str, Any] | None]:
     """Make the plan's writes in order, counting each as it is made.
 
-    Return how many were made and the API's answer to the last Service apply.
+    Return how many were made and the API's answer to the last Service apply;
+    record in ``versions`` the resourceVersion each write leaves a slice at.
     """
     made, service = 0, None
     for step in p.steps:
@@ -286,6 +303,8 @@ def _carry_out(
             rv = (result.get("metadata") or {}).get("resourceVersion")
             if step.kind == "Service":
                 service = result
+            elif step.kind == "EndpointSlice":
+                versions[step.name] = str(rv or "")
             logger.info(
                 "object_applied", kind=step.kind, name=step.name, resource_version=rv, dry_run=cfg.dry_run
             )
@@ -293,6 +312,8 @@ def _carry_out(
             path = object_path(step.kind, cfg.namespace, step.name)
             result = api.json_patch(path, step.ops, cfg.dry_run)
             rv = (result.get("metadata") or {}).get("resourceVersion")
+            if step.kind == "EndpointSlice":
+                versions[step.name] = str(rv or "")
             logger.info(
                 "foreign_fields_removed",
                 kind=step.kind,
@@ -304,6 +325,7 @@ def _carry_out(
         else:
             path = object_path("EndpointSlice", cfg.namespace, step.name)
             api.delete(path, cfg.dry_run, step.resource_version)
+            versions.pop(step.name, None)
             if step.foreign:
                 logger.info("foreign_endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
             else:

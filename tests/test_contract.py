@@ -29,6 +29,7 @@ from tests.realserver import APPLY, Reply
 
 SERVICES, ENDPOINTS = "/api/v1/namespaces/{ns}/services", "/api/v1/namespaces/{ns}/endpoints"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 COLLECTIONS = {"Service": SERVICES, "Endpoints": ENDPOINTS, "EndpointSlice": SLICES}
 PORTS = [
     {"name": "https-metrics", "port": 10250, "protocol": "TCP"},
@@ -57,12 +58,13 @@ class Api:
         query: dict[str, str] | None = None,
         token: str | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Reply:
         url = self.base + path.format(ns=self.ns) + ("?" + urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Authorization", f"Bearer {token or self.token}")
-        req.add_header("Accept", "application/json")
+        req.add_header("Accept", accept)
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
@@ -308,6 +310,31 @@ def test_list_items_carry_no_api_version_or_kind(api: Api) -> None:
     assert (single["kind"], single["apiVersion"]) == ("Endpoints", "v1")
     node = api.request("GET", "/api/v1/nodes/node-a").body
     assert (node["kind"], node["apiVersion"]) == ("Node", "v1")
+
+
+def test_a_metadata_only_list(api: Api) -> None:
+    # What a run reads after its writes to learn whether anyone else wrote a slice.
+    for i in range(3):
+        assert api.apply(eslice(f"kubelet-{i}", [f"10.0.0.{i + 1}"])).status == 201
+    api.apply(
+        eslice("other") | {"metadata": {"name": "other", "labels": {"kubernetes.io/service-name": "x"}}}
+    )
+    full = api.get("EndpointSlice", labelSelector="kubernetes.io/service-name=kubelet").body
+    query = {"labelSelector": "kubernetes.io/service-name=kubelet", "limit": "2"}
+    first = api.request("GET", SLICES, query=query, accept=METADATA_LIST)
+    assert first.status == 200
+    page = first.body
+    assert (page["kind"], page["apiVersion"]) == ("PartialObjectMetadataList", "meta.k8s.io/v1")
+    assert [set(item) for item in page["items"]] == [{"kind", "apiVersion", "metadata"}] * 2
+    assert {(i["kind"], i["apiVersion"]) for i in page["items"]} == {
+        ("PartialObjectMetadata", "meta.k8s.io/v1")
+    }
+    rest = api.request(
+        "GET", SLICES, query=query | {"continue": page["metadata"]["continue"]}, accept=METADATA_LIST
+    )
+    items = page["items"] + rest.body["items"]
+    assert "continue" not in rest.body["metadata"]
+    assert [i["metadata"] for i in items] == [i["metadata"] for i in full["items"]]
 
 
 def _five(api: Api) -> None:

@@ -15,7 +15,7 @@ import pytest
 from lib import kube
 from lib.exitcodes import ExitCode
 from lib.run import main
-from tests.fakeapi import FakeApiServer, make_node
+from tests.fakeapi import FakeApiServer, Request, make_node
 from tests.runs import Run, run_main, versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +238,53 @@ def test_second_run_writes_nothing_and_changes_no_resource_version(fake: FakeApi
         "GET /apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
         "GET /api/v1/namespaces/kube-system/services",
     ]
+
+
+def _slice_reads(fake: FakeApiServer) -> list[str]:
+    """Each GET of the slice list, as "whole" or "versions" (metadata only)."""
+    return [
+        "versions" if "as=PartialObjectMetadataList" in q.headers.get("accept", "") else "whole"
+        for q in fake.requests
+        if q.method == "GET" and q.path == "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+    ]
+
+
+def test_after_its_writes_a_run_reads_the_slices_versions_not_the_slices(
+    fake: FakeApiServer, run: Any
+) -> None:
+    fake.set_nodes(nodes(5))
+    assert run("--max-endpoints-per-slice", "2").code == 0
+    assert _slice_reads(fake) == ["whole", "versions"]
+    fake.set_nodes(nodes(4))  # one node goes: one slice rewritten
+    fake.clear_log()
+    assert run("--max-endpoints-per-slice", "2").code == 0
+    assert _slice_reads(fake) == ["whole", "versions"]
+
+
+def test_a_slice_another_writer_changed_meanwhile_has_the_slices_read_whole(
+    fake: FakeApiServer, run: Any
+) -> None:
+    fake.set_nodes(nodes(5))
+    assert run("--max-endpoints-per-slice", "2").code == 0
+    fake.set_nodes(nodes(4))
+    fake.clear_log()
+    done = False
+
+    def meanwhile(request: Request) -> None:
+        # At this run's first write, another writer relabels a slice this run leaves alone.
+        nonlocal done
+        if request.method == "PATCH" and not done:
+            done = True
+            obj = fake.objects("EndpointSlice", "kube-system")[0]
+            obj["metadata"]["labels"]["team"] = "x"
+            del obj["metadata"]["resourceVersion"]  # stored anew: a new version
+            fake.put_object(obj)
+
+    fake.on_request = meanwhile
+    r = run("--max-endpoints-per-slice", "2")
+    fake.on_request = None
+    assert r.code == 0 and done
+    assert _slice_reads(fake) == ["whole", "versions", "whole"]
 
 
 def test_apply_bodies_are_byte_identical_for_the_same_cluster(fake: FakeApiServer, run: Any) -> None:

@@ -81,11 +81,12 @@ class _Stored:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class _Item:
-    """A list item, pre-serialised."""
+    """A list item, pre-serialised; ``meta``: as an item of a PartialObjectMetadataList."""
 
     name: str
     labels: dict[str, str]
     data: bytes
+    meta: bytes = b""
 
 
 @dataclass(frozen=True, eq=False)
@@ -492,7 +493,7 @@ class FakeApiServer:
         if name is None:
             if method != "GET":
                 return error_reply(not_allowed), True
-            return self._list_objects(kind, namespace, query), False
+            return self._list_objects(kind, namespace, query, _wants_metadata(headers)), False
         if method == "GET":
             with self._lock:
                 stored = self._objects.get((kind.kind, namespace, name))
@@ -514,21 +515,23 @@ class FakeApiServer:
             items = self._node_items
         return self._page("nodes", "NodeList", "v1", items, query, cap=self.page_cap)
 
-    def _list_objects(self, kind: Kind, namespace: str, query: Mapping[str, str]) -> Reply:
+    def _list_objects(self, kind: Kind, namespace: str, query: Mapping[str, str], metadata: bool) -> Reply:
         with self._lock:
             found = sorted(
                 (name, stored)
                 for (kind_name, ns, name), stored in self._objects.items()
                 if kind_name == kind.kind and ns == namespace
             )
-            # The items of a real list carry no apiVersion and no kind.
-            items = tuple(
-                _Item(
-                    name,
-                    dict(stored.obj["metadata"].get("labels") or {}),
-                    dumps(_list_item(self._render(stored))),
-                )
-                for name, stored in found
+            items = tuple(_object_item(name, self._render(stored)) for name, stored in found)
+        if metadata:
+            return self._page(
+                f"{kind.plural}/{namespace}",
+                "PartialObjectMetadataList",
+                META_V1,
+                items,
+                query,
+                cap=None,
+                meta=True,
             )
         return self._page(
             f"{kind.plural}/{namespace}", f"{kind.kind}List", kind.api_version, items, query, cap=None
@@ -543,6 +546,7 @@ class FakeApiServer:
         query: Mapping[str, str],
         *,
         cap: int | None,
+        meta: bool = False,
     ) -> Reply:
         try:
             requirements = parse_selector(query.get("labelSelector", ""))
@@ -569,7 +573,7 @@ class FakeApiServer:
             item = items[index]
             index += 1
             if not requirements or selector_matches(requirements, item.labels):
-                chosen.append(item.data)
+                chosen.append(item.meta if meta else item.data)
         # Like etcd, "more" means more items to look at, matching or not: a
         # filtered list can end with an empty page.
         more = index < len(items)
@@ -949,8 +953,27 @@ def forbidden(user: str, method: str, path: str, query: Mapping[str, str]) -> Fa
     )
 
 
-def _list_item(obj: JSON) -> JSON:
-    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+#: The group-version of PartialObjectMetadataList, and the Accept header's
+#: parameters that ask for one ("application/json;as=...;g=...;v=...").
+META_V1 = "meta.k8s.io/v1"
+_METADATA_MEDIA = {"as": "PartialObjectMetadataList", "g": "meta.k8s.io", "v": "v1"}
+
+
+def _wants_metadata(headers: Mapping[str, str]) -> bool:
+    """Does the Accept header ask for a PartialObjectMetadataList, as kube-apiserver negotiates it?"""
+    for media in headers.get("accept", "").split(","):
+        params = dict(p.strip().partition("=")[::2] for p in media.split(";")[1:])
+        if all(params.get(k) == v for k, v in _METADATA_MEDIA.items()):
+            return True
+    return False
+
+
+def _object_item(name: str, obj: JSON) -> _Item:
+    """A list item both ways: the object without apiVersion and kind (a real list's items
+    carry neither), and its metadata alone as a PartialObjectMetadata (which does)."""
+    partial = {"kind": "PartialObjectMetadata", "apiVersion": META_V1, "metadata": obj["metadata"]}
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    return _Item(name, dict(obj["metadata"].get("labels") or {}), dumps(body), dumps(partial))
 
 
 def _without_meta(obj: JSON) -> JSON:
