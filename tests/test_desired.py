@@ -590,13 +590,26 @@ def test_encode_round_trips() -> None:
     assert json.loads(encode(body)) == body
 
 
-def _bodies(cfg: Config, sel: Selection) -> list[bytes]:
-    out = [encode(service(cfg)), encode(endpoints(cfg, sel).body)]
+def test_bodies_are_the_bytes_json_dumps_made_before() -> None:
+    # encode went from json.dumps(sort_keys=True) to msgspec: an upgrade must
+    # not change one byte of what a run sends for the same cluster.
+    sel = select([node("a", "10.0.0.1", "fd00::1"), node("b", "10.0.0.2")], "internal")
+    for body in (service(Config()), endpoints(Config(), sel).body, *_slice_bodies(Config(), sel)):
+        assert encode(body) == json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _slice_bodies(cfg: Config, sel: Selection) -> list[dict[str, Any]]:
+    out = []
     for version, family in ((4, "IPv4"), (6, "IPv6")):
         eps = _slice_endpoints(sel, version)
         if eps:
-            out.append(encode(endpoint_slice(cfg, "s", family, eps, "uid")))
+            out.append(endpoint_slice(cfg, "s", family, eps, "uid"))
     return out
+
+
+def _bodies(cfg: Config, sel: Selection) -> list[bytes]:
+    out = [encode(service(cfg)), encode(endpoints(cfg, sel).body)]
+    return out + [encode(b) for b in _slice_bodies(cfg, sel)]
 
 
 def test_encoded_bodies_identical_for_any_input_order() -> None:
