@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from lib.config import Config
-from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key
+from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
 
 #: The Endpoints API's own cap; above it the slices carry the full set.
 #: https://kubernetes.io/docs/concepts/services-networking/service/#over-capacity-endpoints
@@ -76,18 +77,26 @@ def _priority(nodes: Iterable[NodeAddresses]) -> list[NodeAddresses]:
     return sorted(by_name, key=lambda n: n.created, reverse=True)
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One listed node as the selection needs it, made as its page of the list is read.
 
-    ``chosen``: the addresses it would publish (None when it is not eligible
-    or has none usable); ``skips``: the addresses left out. Nothing else of
-    the node is kept: its :class:`NodeInfo` goes with the page.
+    A run holds one for every node until the last page is read, on top of
+    that page: so only strings the node already had. ``ips``: the addresses
+    it would publish, primary first, as canonical text (the node's own
+    strings; () when it is not eligible or has none usable), made IP objects
+    by :func:`select_from` once the pages are gone; ``skips``: the addresses
+    left out. Nothing else of the node is kept: its NodeInfo goes with the page.
     """
 
     name: str
     eligible: bool
-    chosen: NodeAddresses | None = None
+    uid: str = ""
+    created: datetime = _NEVER
+    ips: tuple[str, ...] = ()
     skips: tuple[Skip, ...] = ()
 
 
@@ -96,7 +105,8 @@ def candidate(node: NodeInfo, address_type: str) -> Candidate:
     if not node.eligible:
         return Candidate(node.name, False)  # never published, never takes an IP from anyone
     chosen, skips = choose_addresses(node, address_type)
-    return Candidate(node.name, True, chosen, tuple(skips))
+    ips = tuple(str(ip) for ip in chosen.ips) if chosen is not None else ()
+    return Candidate(node.name, True, node.uid, node.created, ips, tuple(skips))
 
 
 def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
@@ -113,8 +123,8 @@ def select_from(listed: Iterable[Candidate]) -> Selection:
         total += 1
         eligible += c.eligible
         skips.extend(c.skips)
-        if c.chosen is not None:
-            candidates.append(c.chosen)
+        if c.ips:
+            candidates.append(NodeAddresses(c.name, c.uid, c.created, tuple(parse_ip(ip) for ip in c.ips)))
 
     holder: dict[IPAddress, NodeAddresses] = {}
     lost: dict[IPAddress, list[str]] = {}

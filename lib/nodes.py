@@ -54,18 +54,8 @@ class _IPv6(_TextOnce, ipaddress.IPv6Address):
     __slots__ = ("_text",)
 
 
-@functools.cache
-def parse_ip(text: str) -> IPAddress:
-    """``ipaddress.ip_address(text)``, memoised; raises ValueError for a non-IP.
-
-    A run reads each IP up to three times (from its node, the live Endpoints
-    and the live slices), and parsing in pure Python was a tenth of a
-    15,000-node run. The objects are immutable, so sharing them is safe; a
-    failure is not cached (it raises again). They also keep their canonical
-    text once made: a run writes each IP as text several times (bodies,
-    comparisons, the summary), and formatting an IPv6 address in pure
-    Python took 0.2 s of a 15,000-node run.
-    """
+def _parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``, not memoised (see :func:`parse_ip`)."""
     # inet_pton (C) first: five times faster than ipaddress's pure-Python
     # parser, and as strict (no leading zeros, no zone; tests/test_nodes.py
     # holds it to ipaddress's answers). What it refuses goes to ipaddress,
@@ -88,6 +78,19 @@ def parse_ip(text: str) -> IPAddress:
         return _IPv6(text)
     except ValueError:
         raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address") from None
+
+
+#: ``ipaddress.ip_address(text)``, memoised; raises ValueError for a non-IP.
+#:
+#: A run reads each published IP up to three times (the selection, the live
+#: Endpoints and the live slices), and parsing in pure Python was a tenth of
+#: a 15,000-node run. The objects are immutable, so sharing them is safe; a
+#: failure is not cached (it raises again). They also keep their canonical
+#: text once made: a run writes each IP as text several times (bodies,
+#: comparisons, the summary), and formatting an IPv6 address in pure Python
+#: took 0.2 s of a 15,000-node run. Choosing a node's addresses uses the
+#: unmemoised parse: while the list is read, only the text is kept.
+parse_ip = functools.cache(_parse_ip)
 
 
 def _ntop6(packed: bytes) -> str:
@@ -261,7 +264,7 @@ def choose_addresses(node: NodeInfo, address_type: str) -> tuple[NodeAddresses |
             if typ != kind:
                 continue
             try:
-                ip = parse_ip(raw)
+                ip = _parse_ip(raw)
             except ValueError:
                 skips.append(Skip(node.name, "not_an_ip", raw))
                 continue
@@ -275,7 +278,7 @@ def choose_addresses(node: NodeInfo, address_type: str) -> tuple[NodeAddresses |
                     # Go reads ::ffff:a.b.c.d as the IPv4 address a.b.c.d (its
                     # canonical form); an IPv6 slice rejects it, and Python's
                     # is_loopback misses ::ffff:127.0.0.1.
-                    ip = parse_ip(str(ip.ipv4_mapped))
+                    ip = _parse_ip(str(ip.ipv4_mapped))
             why = _unusable(ip)
             if why:
                 skips.append(Skip(node.name, why, raw))

@@ -55,7 +55,6 @@ def place(
         return (0, n, "") if n is not None else (1, 0, name)
 
     kept: dict[str, list[IPAddress]] = {}
-    before: dict[str, set[IPAddress]] = {}
     placed: set[IPAddress] = set()
     for name in sorted(live, key=order):
         held: set[IPAddress] = set()
@@ -64,7 +63,6 @@ def place(
                 held.add(parse_ip(raw))
             except ValueError:
                 continue  # not ours to keep: dropped on the next write
-        before[name] = held
         # An IP stays where it is, once (a second copy in a later slice is
         # dropped), up to capacity (a lowered --max-endpoints-per-slice moves
         # the overflow).
@@ -72,12 +70,16 @@ def place(
         placed.update(keep)
         kept[name] = keep
 
+    # A slice gains when it takes an IP it did not hold: a new one, or room
+    # filled from ``new`` (which holds no IP a slice already kept).
+    gains: set[str] = set()
     new = sorted(want - placed, key=ip_key)
     for name in sorted(kept, key=order):
         room = capacity - len(kept[name])
         if new and room > 0 and _number(prefix, name) is not None:
             kept[name].extend(new[:room])
             new = new[room:]
+            gains.add(name)
     used = set(kept) | set(taken_names)
     n = 0
     while new:
@@ -86,12 +88,10 @@ def place(
         name = f"{prefix}{n}"
         used.add(name)
         kept[name], new = new[:capacity], new[capacity:]
-        before[name] = set()
+        gains.add(name)
 
     slices = [
-        PlacedSlice(name, tuple(sorted(ips, key=ip_key)), bool(set(ips) - before[name]))
-        for name, ips in kept.items()
-        if ips
+        PlacedSlice(name, tuple(sorted(ips, key=ip_key)), name in gains) for name, ips in kept.items() if ips
     ]
     slices.sort(key=lambda s: (s.gains, order(s.name)))
     deletes = tuple(sorted((name for name, ips in kept.items() if not ips and name in live), key=order))

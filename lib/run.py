@@ -12,9 +12,9 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from lib import config, desired, interrupts, kube, log, plan
 from lib.config import Config
@@ -22,6 +22,8 @@ from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, Us
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
 from lib.nodes import NodeItem, slim
+
+_T = TypeVar("_T")
 
 #: Lists of IPs in the summary line are cut to this many (counts stay exact).
 SUMMARY_CAP = 20
@@ -171,6 +173,7 @@ def _write_termination_message(path: str, message: str) -> None:
 
 def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Summary) -> None:
     """List, select, plan and write; raise a :class:`ReconcileError` on failure."""
+    kube.release_large_buffers()
     deadline = Deadline(cfg.timeout)
     with deadline.enforced():
         api = Api(load_client(cfg.kubeconfig, cfg.context, environ), deadline, logger)
@@ -182,8 +185,7 @@ def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Sum
 
 def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
     nodes, pages = api.list_nodes(cfg.node_selector, node_items(cfg.address_type))
-    sel = desired.select_from(nodes)
-    del nodes  # only the selection is needed from here on
+    sel = desired.select_from(_drained(nodes))  # each node's Candidate dropped as it is used
     summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
     summary.ip_conflicts = len(sel.conflicts)
     summary.addresses = len(sel.ips())
@@ -242,6 +244,13 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             raise WriteConflict(reason)
         logger.warning("write_conflict", reason=reason, attempt=attempt + 1)
     summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+
+def _drained(items: list[_T]) -> Iterator[_T]:
+    """The items in order, each removed from ``items`` as it is taken: none outlives its use."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _read_live(cfg: Config, api: Api) -> Live:

@@ -443,13 +443,13 @@ def test_expired_continue_token_restarts_the_list(fake: FakeApiServer, run: Any)
 def test_the_slice_list_is_paged_and_restarts_on_an_expired_token(
     fake: FakeApiServer, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Paged like the node list (a page decodes at most PAGE_SIZE items):
-    # at 2 a page, 5 slices take 3 pages, and a 410 on a continue token
-    # starts the slice list again.
+    # Paged like the node list (a page decodes at most OBJECT_PAGE_SIZE
+    # items): at 2 a page, 5 slices take 3 pages, and a 410 on a continue
+    # token starts the slice list again.
     fake.set_nodes(nodes(10))
     assert run("--max-endpoints-per-slice", "2").code == 0
     fake.clear_log()
-    monkeypatch.setattr(kube, "PAGE_SIZE", 2)
+    monkeypatch.setattr(kube, "OBJECT_PAGE_SIZE", 2)
     collection = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
     fake.inject("GET", collection, status=410, query={"continue": True})
     r = run("--max-endpoints-per-slice", "2")
