@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import mmap
 import os
 import re
 import signal
@@ -150,14 +151,14 @@ class _StatusText(msgspec.Struct, frozen=True, gc=False):
 _STATUS = msgspec.json.Decoder(_StatusText)
 
 
-def _status_text(body: bytes | bytearray) -> tuple[str, str]:
+def _status_text(body: bytes | bytearray | memoryview) -> tuple[str, str]:
     """(reason, message) of a kind: Status error body, best effort, each cut to 256 characters."""
     try:
         # Typed: the two strings alone are built, whatever else an error body holds.
         doc = _STATUS.decode(body)
         reason, message = doc.reason or "", doc.message or ""
     except (msgspec.MsgspecError, RecursionError):
-        reason, message = "", body[:256].decode("utf-8", "replace")
+        reason, message = "", bytes(body[:256]).decode("utf-8", "replace")
     return _one_line(reason)[:256], _one_line(message)[:256]
 
 
@@ -169,13 +170,71 @@ _CHUNK = 1 << 16
 _INFLATE_STEP = 1 << 20
 
 
-def _read_bounded(raw: Any, status: int) -> bytearray:
+class PageBuffer:
+    """The memory every page of one list is read into, page after page: an anonymous mapping.
+
+    A node page is ~10 MB. Read into a new bytearray each time, glibc serves
+    the pages after the first from its heap (its threshold for mapping a
+    block of its own rises to the size of the first one freed) and keeps
+    what they leave resident, where Python's object allocator, which maps
+    memory of its own, cannot reuse it: a 15,000-node run carried ~10 MB of
+    freed pages past its node list, and the slice list added its own. One
+    mapping a list, outside the allocator, is faulted in once and unmapped
+    with the list, whatever glibc's thresholds are by then.
+    """
+
+    def __init__(self) -> None:
+        self._map = _anonymous() if _GROWABLE_MAPS else None
+
+    def take(self) -> mmap.mmap | bytearray:
+        """The mapping to read the next page into; a new one if anything still reads the last page.
+
+        A new bytearray a page where a mapping cannot grow in place (no mremap: not Linux).
+        """
+        if self._map is None:
+            return bytearray()
+        try:  # a view of it alive (a decoded page still held) forbids any resize
+            self._map.resize(len(self._map))
+        except BufferError:
+            self._map = _anonymous()  # never overwritten under a reader
+        return self._map
+
+
+#: mmap.resize of an anonymous mapping is mremap, Linux's alone.
+_GROWABLE_MAPS = sys.platform == "linux"
+
+
+def _anonymous() -> mmap.mmap:
+    # Private: a shared anonymous mapping cannot grow (past its first size, SIGBUS).
+    return mmap.mmap(-1, _CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+class _Body:
+    """A response body as it is read, written into ``buf`` from its start (``buf`` grows, never shrinks)."""
+
+    __slots__ = ("buf", "size")
+
+    def __init__(self, buf: bytearray | mmap.mmap) -> None:
+        self.buf, self.size = buf, 0
+
+    def add(self, data: bytes) -> None:
+        end = self.size + len(data)
+        if isinstance(self.buf, mmap.mmap):
+            if end > len(self.buf):
+                self.buf.resize(max(end, 2 * len(self.buf)))  # mremap: no copy
+            self.buf[self.size : end] = data
+        else:
+            self.buf[self.size :] = data  # appended: the bytearray grows
+        self.size = end
+
+
+def _read_bounded(raw: Any, status: int, into: PageBuffer | None = None) -> bytearray | memoryview:
     """The body of ``raw`` (an unread urllib3 response), decompressed, at most MAX_RESPONSE_BYTES.
 
     Read raw and decompressed here in bounded steps (1 MB out of the
     decompressor at a time, one growing buffer, no copy at the end): urllib3
     would expand a 1 MB gzip body to whatever it holds, and read a 1 GB body
-    whole.
+    whole. ``into``: the list's page buffer; the body is then a view of it.
     """
     encoding = (raw.headers.get("Content-Encoding") or "identity").strip().lower()
     try:
@@ -186,24 +245,24 @@ def _read_bounded(raw: Any, status: int) -> bytearray:
             raise _too_large(status)
         # wbits 47: a gzip or zlib header, detected; "deflate" servers send zlib.
         inflate = zlib.decompressobj(47) if encoding != "identity" else None
-        body = bytearray()
+        body = _Body(into.take() if into is not None else bytearray())
         while True:
             chunk = raw.read(_CHUNK, decode_content=False)
             if not chunk:
                 break
             if inflate is None:
-                body += chunk
+                body.add(chunk)
             while chunk and inflate is not None:
                 # A 64 KB chunk of a gzip bomb holds 64 MB: take it 1 MB at a time.
-                body += inflate.decompress(chunk, _INFLATE_STEP)
+                body.add(inflate.decompress(chunk, _INFLATE_STEP))
                 chunk = inflate.unconsumed_tail
-                if len(body) > MAX_RESPONSE_BYTES:
+                if body.size > MAX_RESPONSE_BYTES:
                     raise _too_large(status)
-            if len(body) > MAX_RESPONSE_BYTES:
+            if body.size > MAX_RESPONSE_BYTES:
                 raise _too_large(status)
         if inflate is not None:
-            body += inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
-            if len(body) > MAX_RESPONSE_BYTES:
+            body.add(inflate.flush(MAX_RESPONSE_BYTES + 1 - body.size))
+            if body.size > MAX_RESPONSE_BYTES:
                 raise _too_large(status)
     except zlib.error:
         raw.close()
@@ -212,7 +271,7 @@ def _read_bounded(raw: Any, status: int) -> bytearray:
         raw.close()  # the rest of the body is never read: this connection is done
         raise
     raw.release_conn()
-    return body
+    return memoryview(body.buf)[: body.size] if isinstance(body.buf, mmap.mmap) else body.buf
 
 
 def _too_large(status: int) -> ApiUnavailable:
@@ -235,32 +294,6 @@ def _shape_problem(body: Mapping[str, Any], expect: str) -> str | None:
 def _sleep(seconds: float) -> None:
     with interrupts.blocking():  # a backoff sleep ends at a signal
         time.sleep(seconds)
-
-
-#: glibc's mallopt parameter M_MMAP_THRESHOLD (malloc.h).
-_M_MMAP_THRESHOLD = -3
-
-
-def release_large_buffers() -> bool:
-    """Have glibc give a freed response body back to the system at once; True if it took.
-
-    A node page is a 10 MB buffer, allocated and freed once a page. glibc's
-    threshold for serving an allocation by mmap starts at 128 KB and rises
-    to the size of the first such block freed; later pages then come from
-    the heap, and the heap keeps what they leave (its trim threshold rose
-    too), where Python's object allocator, which takes memory by mmap of its
-    own, cannot reuse it. Pinned at 1 MiB, the threshold stops moving: a
-    page is mapped and unmapped, and what the run builds after the list
-    takes the memory the last page gave back (2-4 MiB less at 15,000 nodes).
-    Elsewhere than glibc (musl, macOS) nothing happens.
-    """
-    try:
-        import ctypes  # the client imports it already
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 20))
 
 
 def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[str, str]) -> Any:
@@ -562,7 +595,7 @@ def _one_line(exc: BaseException | str) -> str:
 _I = TypeVar("_I")
 _T = TypeVar("_T")
 #: A response body's own reader, given to :meth:`Api.request` instead of ``json.loads``.
-Decode = Callable[[bytearray], Any]
+Decode = Callable[[bytearray | memoryview], Any]
 
 
 class MalformedBody(ValueError):
@@ -651,7 +684,7 @@ _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _JSON_TYPES = {"array": "list", "object": "object"}
 
 
-def decode_page(data: bytes | bytearray, item: type[_I], limit: int, kind: str) -> ListPage[_I]:
+def decode_page(data: bytes | bytearray | memoryview, item: type[_I], limit: int, kind: str) -> ListPage[_I]:
     """A list body decoded into at most ``limit`` typed items.
 
     Else :class:`MalformedBody` naming the item (index, and name when every
@@ -673,7 +706,7 @@ def decode_page(data: bytes | bytearray, item: type[_I], limit: int, kind: str) 
     return ListPage(items, (meta.continue_ if meta else None) or "")
 
 
-def _malformed(data: bytes | bytearray, message: str, kind: str, limit: int) -> MalformedBody:
+def _malformed(data: bytes | bytearray | memoryview, message: str, kind: str, limit: int) -> MalformedBody:
     at = _AT.match(message)
     what, path = (at.group("what"), at.group("path") or "") if at else (message, "")
     if _TOO_LONG.match(what):  # only the items array has a length limit (no path in this message)
@@ -706,7 +739,7 @@ def _malformed(data: bytes | bytearray, message: str, kind: str, limit: int) -> 
     )
 
 
-def _item_name(data: bytes | bytearray, index: int, kind: str) -> str:
+def _item_name(data: bytes | bytearray | memoryview, index: int, kind: str) -> str:
     """' (node "a")', the name of item ``index`` when it and every item before it have one; else ""."""
     # A second pass that reads names alone, of the items up to this one
     # (the rest skipped unbuilt), the error path only.
@@ -773,7 +806,7 @@ class JsonObject(Mapping[str, Any]):
         return cls(small, packed=packed)
 
     @classmethod
-    def decode(cls, data: bytes | bytearray | msgspec.Raw, items: bool = False) -> JsonObject:
+    def decode(cls, data: bytes | bytearray | memoryview | msgspec.Raw, items: bool = False) -> JsonObject:
         """``data`` as a JsonObject; ``items``: its ``items`` member (a list's) as JsonObjects too.
 
         :class:`MalformedBody` (retry) when it is not one.
@@ -828,7 +861,7 @@ class JsonObject(Mapping[str, Any]):
         return f"JsonObject({dict(self)!r})"
 
 
-def _json_type(data: bytes | bytearray | msgspec.Raw) -> str:
+def _json_type(data: bytes | bytearray | memoryview | msgspec.Raw) -> str:
     first = bytes(memoryview(data)[:64]).lstrip()[:1]
     return {b"[": "list", b'"': "str", b"n": "null", b"t": "bool", b"f": "bool"}.get(first, "number")
 
@@ -875,6 +908,7 @@ class Api:
         expect: str,
         decode: Decode | None = None,
         accept: str = JSON_CONTENT_TYPE,
+        into: PageBuffer | None = None,
     ) -> Response:
         remaining = self.deadline.remaining()
         if remaining <= 0:
@@ -897,7 +931,7 @@ class Api:
                     method, url, header_params=headers, body=body, _request_timeout=timeout
                 )
                 status = int(resp.status)
-                data = _read_bounded(resp.response, status)
+                data = _read_bounded(resp.response, status, into)
         except urllib3.exceptions.SSLError as exc:
             raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -951,6 +985,7 @@ class Api:
         expect: str = "any",
         decode: Decode | None = None,
         accept: str = JSON_CONTENT_TYPE,
+        into: PageBuffer | None = None,
     ) -> Response:
         """One logical request, retried on transient failures until the deadline.
 
@@ -973,7 +1008,7 @@ class Api:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body, content_type, expect, decode, accept)
+                    return self._once(method, path, query, body, content_type, expect, decode, accept, into)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             raise ApiUnavailable(
@@ -1050,9 +1085,10 @@ class Api:
         found: list[_T] = []
         token, pages = "", 0
         seen: set[str] = set()
+        buffer = PageBuffer()  # every page read into the same memory, given back with the list
         while True:
             with _gc_paused():
-                page = self._page(path, kind, selector, page_size, token, items)
+                page = self._page(path, kind, selector, page_size, token, items, buffer)
                 pages += 1
                 for index, item in enumerate(page.items):
                     try:
@@ -1076,7 +1112,14 @@ class Api:
             seen.add(token)
 
     def _page(
-        self, path: str, kind: str, selector: str, page_size: int, token: str, items: ListItems[Any, _T]
+        self,
+        path: str,
+        kind: str,
+        selector: str,
+        page_size: int,
+        token: str,
+        items: ListItems[Any, _T],
+        buffer: PageBuffer | None = None,
     ) -> ListPage[Any]:
         """One page of a list, decoded into ``items.item``."""
         query = {"limit": str(page_size)}
@@ -1091,6 +1134,7 @@ class Api:
                 query,
                 decode=lambda data: decode_page(data, items.item, page_size, kind),
                 accept=items.accept,
+                into=buffer,
             ).body
         except HttpError as exc:
             if exc.status == 410 and token:

@@ -173,7 +173,6 @@ def _write_termination_message(path: str, message: str) -> None:
 
 def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Summary) -> None:
     """List, select, plan and write; raise a :class:`ReconcileError` on failure."""
-    kube.release_large_buffers()
     deadline = Deadline(cfg.timeout)
     with deadline.enforced():
         api = Api(load_client(cfg.kubeconfig, cfg.context, environ), deadline, logger)
