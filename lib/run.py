@@ -37,7 +37,7 @@ KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
 def node_items(address_type: str) -> kube.ListItems[NodeItem, desired.Candidate]:
     """How the node list is decoded: the transport takes it from here (it knows no Node).
 
-    Each node becomes a :data:`~lib.desired.Candidate` as its page is read,
+    Each node becomes a :class:`~lib.desired.Candidate` as its page is read,
     so only the chosen addresses of each node outlive the page.
     """
     return kube.ListItems(NodeItem, lambda item: desired.candidate(slim(item), address_type), _name)

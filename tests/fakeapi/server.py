@@ -81,12 +81,11 @@ class _Stored:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class _Item:
-    """A list item, pre-serialised; ``meta``: as an item of a PartialObjectMetadataList."""
+    """A list item, pre-serialised (in the representation its list was asked for)."""
 
     name: str
     labels: dict[str, str]
     data: bytes
-    meta: bytes = b""
 
 
 @dataclass(frozen=True, eq=False)
@@ -522,17 +521,11 @@ class FakeApiServer:
                 for (kind_name, ns, name), stored in self._objects.items()
                 if kind_name == kind.kind and ns == namespace
             )
-            items = tuple(_object_item(name, self._render(stored)) for name, stored in found)
+            items = tuple(_object_item(name, self._render(stored), metadata) for name, stored in found)
         if metadata:
-            return self._page(
-                f"{kind.plural}/{namespace}",
-                "PartialObjectMetadataList",
-                META_V1,
-                items,
-                query,
-                cap=None,
-                meta=True,
-            )
+            # A continue token of this list serves the representation its first page was asked in.
+            what = f"{kind.plural}/{namespace}"
+            return self._page(what, "PartialObjectMetadataList", META_V1, items, query, cap=None)
         return self._page(
             f"{kind.plural}/{namespace}", f"{kind.kind}List", kind.api_version, items, query, cap=None
         )
@@ -546,7 +539,6 @@ class FakeApiServer:
         query: Mapping[str, str],
         *,
         cap: int | None,
-        meta: bool = False,
     ) -> Reply:
         try:
             requirements = parse_selector(query.get("labelSelector", ""))
@@ -573,7 +565,7 @@ class FakeApiServer:
             item = items[index]
             index += 1
             if not requirements or selector_matches(requirements, item.labels):
-                chosen.append(item.meta if meta else item.data)
+                chosen.append(item.data)
         # Like etcd, "more" means more items to look at, matching or not: a
         # filtered list can end with an empty page.
         more = index < len(items)
@@ -968,12 +960,14 @@ def _wants_metadata(headers: Mapping[str, str]) -> bool:
     return False
 
 
-def _object_item(name: str, obj: JSON) -> _Item:
-    """A list item both ways: the object without apiVersion and kind (a real list's items
-    carry neither), and its metadata alone as a PartialObjectMetadata (which does)."""
-    partial = {"kind": "PartialObjectMetadata", "apiVersion": META_V1, "metadata": obj["metadata"]}
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-    return _Item(name, dict(obj["metadata"].get("labels") or {}), dumps(body), dumps(partial))
+def _object_item(name: str, obj: JSON, metadata: bool) -> _Item:
+    """A list item: the object without apiVersion and kind (a real list's items carry
+    neither), or with ``metadata`` its metadata alone as a PartialObjectMetadata (which does)."""
+    if metadata:
+        body = {"kind": "PartialObjectMetadata", "apiVersion": META_V1, "metadata": obj["metadata"]}
+    else:
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    return _Item(name, dict(obj["metadata"].get("labels") or {}), dumps(body))
 
 
 def _without_meta(obj: JSON) -> JSON:
