@@ -92,7 +92,7 @@ class Api:
         return self.request("GET", self.path(kind, name), query=query or None)
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
 def api(request: pytest.FixtureRequest) -> Iterator[Api]:
     if request.param == "fake":
         with FakeApiServer() as fake:

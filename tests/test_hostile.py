@@ -153,6 +153,7 @@ def test_item2_a_token_that_is_no_header_value_is_exit_3(
     assert SECRET not in _everything(run, term)
 
 
+@pytest.mark.real
 def test_item2_real_server_accepts_a_trimmed_token(real: RealApiServer, tmp_path: Path) -> None:
     ns = real.new_namespace()
     real.create_nodes([make_node("node-a", "10.0.0.1")])
@@ -532,6 +533,7 @@ def test_item11_a_huge_status_message_is_cut(fake: FakeApiServer, kubeconfig: st
     assert len(term.read_bytes()) < 600
 
 
+@pytest.mark.real
 def test_item11_insecure_skip_tls_verify_warns_once_in_the_log(real: RealApiServer, tmp_path: Path) -> None:
     ns = real.new_namespace()
     real.create_nodes([make_node("node-a", "10.0.0.1")])

@@ -160,6 +160,7 @@ def _create_dry_run(real: RealApiServer, docs: list[dict[str, Any]], ns: str) ->
     return dropped
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("variant", ["base", "pre-1.26"])
 def test_the_real_server_accepts_every_object_it_knows(
     real: RealApiServer, tmp_path: Path, variant: str
@@ -178,6 +179,7 @@ def test_the_real_server_accepts_every_object_it_knows(
     assert all(not paths for paths in dropped.values()), dropped
 
 
+@pytest.mark.real
 def test_the_plain_cronjob_yaml_is_accepted_as_well(real: RealApiServer) -> None:
     # cronjob.yaml as `kubectl apply -f` takes it, in kube-system.
     docs = _load(ROOT / "cronjob.yaml")

@@ -43,6 +43,7 @@ def test_every_flavour_has_its_take_over_and_check_blocks() -> None:
         assert all(f" {service} " in f" {line} " or f"={service}" in line for line in check), check
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_the_guide_takes_over_from_prometheus_operator(
     real: RealApiServer, tmp_path: Path, flavour: str

@@ -28,6 +28,8 @@ from tests.fakeapi import make_node
 from tests.realserver import RealApiServer
 from tests.runs import run_main
 
+pytestmark = pytest.mark.real
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = {
     (d["kind"], d["metadata"]["name"]): d

@@ -20,6 +20,8 @@ from tests.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_c
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main
 
+pytestmark = pytest.mark.real
+
 
 def nodes(n: int, prefix: str = "n") -> list[dict[str, Any]]:
     return [
