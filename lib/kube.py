@@ -668,8 +668,9 @@ def _decoder(item: type, limit: int, strict: bool) -> msgspec.json.Decoder[Any]:
         items = msgspec.defstruct(
             "Items", slots, array_like=True, forbid_unknown_fields=strict, frozen=True, gc=False
         )
+        # "items": null is an empty page: kube-apiserver's metadata-only list of nothing says so.
         page = msgspec.defstruct(
-            "Page", [("items", items), ("metadata", _ListMeta | None, None)], frozen=True, gc=False
+            "Page", [("items", items | None), ("metadata", _ListMeta | None, None)], frozen=True, gc=False
         )
         decoder = _DECODERS[key] = msgspec.json.Decoder(page)
     return decoder
@@ -702,7 +703,8 @@ def decode_page(data: bytes | bytearray | memoryview, item: type[_I], limit: int
         # "[[[[..." a hundred thousand deep: no API object nests like that.
         raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
     meta = page.metadata
-    items = [x for x in msgspec.structs.astuple(page.items) if x is not UNSET]
+    found = msgspec.structs.astuple(page.items) if page.items is not None else ()
+    items = [x for x in found if x is not UNSET]
     return ListPage(items, (meta.continue_ if meta else None) or "")
 
 

@@ -504,6 +504,24 @@ def test_empty_set_never_replaces_a_published_one(fake: FakeApiServer, run: Any)
     assert run().code == 0
 
 
+def test_a_run_that_deletes_its_last_slice_reads_the_empty_metadata_list_as_empty(
+    fake: FakeApiServer, run: Any
+) -> None:
+    # After its writes a run lists its slices' versions, metadata only; with
+    # none left, kube-apiserver answers "items": null (the fake too): no slice.
+    fake.set_nodes(nodes(2))
+    assert run().code == 0
+    fake.set_nodes([])
+    fake.clear_log()
+    r = run("--allow-empty")
+    assert r.code == 0, r.finished
+    assert fake.objects("EndpointSlice", NS) == []
+    metadata_lists = [
+        q for q in fake.matching("GET", SLICES) if "PartialObjectMetadataList" in q.headers.get("accept", "")
+    ]
+    assert len(metadata_lists) == 1 and metadata_lists[0].status == 200
+
+
 def test_a_selector_matching_nothing_trips_the_guard(fake: FakeApiServer, run: Any) -> None:
     fake.set_nodes(nodes(3))
     assert run().code == 0

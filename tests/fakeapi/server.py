@@ -53,6 +53,14 @@ from tests.fakeapi.ssa import (
     restamps,
 )
 from tests.fakeapi.validation import _invalid_value, invalid, typed_problem, validate
+from tests.fakeapi.versions import (
+    CURRENT_VERSION,
+    ENDPOINTS_DEPRECATED_MINOR,
+    ENDPOINTS_WARNING,
+    OLD_MINOR,
+    version_body,
+    version_minor,
+)
 
 
 @dataclass
@@ -107,10 +115,6 @@ class FakeApiServer:
     continue_ttl: float = 300.0
     #: At most this many list snapshots are kept; older tokens answer 410.
     max_snapshots: int = 64
-    #: Mimic kube-apiserver: an apply whose body holds an empty map or list
-    #: re-stamps managedFields and bumps resourceVersion even when nothing
-    #: else changed (SPEC "Objects written"), so such bodies show up as writes.
-    restamp_on_empty: bool = True
 
     def __init__(
         self,
@@ -120,8 +124,13 @@ class FakeApiServer:
         nobody_token: str = "nobody-token",
         host: str = "127.0.0.1",
         port: int = 0,
+        version: str = CURRENT_VERSION,
     ) -> None:
         self.page_cap = page_cap
+        #: The Kubernetes version imitated where versions differ: "1.35"
+        #: (current, the default) or "1.24" (docs/development.md, "The fake API server").
+        self.version = version
+        self.minor = version_minor(version)
         self.token = token
         #: A token that authenticates with no rights at all (as user "nobody"):
         #: every resource request is 403, like ``RealApiServer.nobody_token``.
@@ -455,12 +464,16 @@ class FakeApiServer:
         if denied:
             return error_reply(forbidden(FAKE_USER, method, path, query)), False
         try:
-            return self._route(method, path, query, headers, body)
+            reply, unhandled = self._route(method, path, query, headers, body)
         except FakeApiError as exc:
-            return error_reply(exc), False
+            reply, unhandled = error_reply(exc), False
         except Exception as exc:  # a bug in the fake: answer like a real server would, and keep it
             self.errors.append(traceback.format_exc())
             return error_reply(FakeApiError(500, f"fake API server bug: {exc!r}")), False
+        if self.minor >= ENDPOINTS_DEPRECATED_MINOR and _is_endpoints(path):
+            # Any request for v1 Endpoints that reaches its handler (past authorization).
+            reply = replace(reply, headers=[*reply.headers, ("Warning", ENDPOINTS_WARNING)])
+        return reply, unhandled
 
     def _route(
         self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
@@ -482,8 +495,7 @@ class FakeApiServer:
                 )
             return Reply(200, _node_object(item)), False
         if path == "/version" and method == "GET":
-            version = {"major": "1", "minor": "31", "gitVersion": "v1.31.4-fake", "platform": "linux/amd64"}
-            return Reply(200, dumps(version)), False
+            return Reply(200, dumps(version_body(self.minor))), False
         match = NS_PATH.fullmatch(path)
         kind = ROUTES.get((match[1], match[3])) if match else None
         if match is None or kind is None:
@@ -582,6 +594,10 @@ class FakeApiServer:
             if not requirements:
                 meta["remainingItemCount"] = len(items) - index
         head = dumps({"kind": list_kind, "apiVersion": api_version, "metadata": meta})
+        if not chosen and list_kind == "PartialObjectMetadataList":
+            # kube-apiserver builds this list's items as a Go slice that stays
+            # nil when nothing matches: served as null (a plain list says []).
+            return Reply(200, head[:-1] + b',"items":null}')
         return Reply(200, b"".join((head[:-1], b',"items":[', b",".join(chosen), b"]}")))
 
     def _resolve_token(self, token: str, what: str) -> tuple[_Snapshot, int]:
@@ -749,14 +765,17 @@ class FakeApiServer:
                     raise invalid(
                         kind, name, [_invalid_value("spec.clusterIPs[0]", [after], "may not change once set")]
                     )
-            errors = validate(kind.kind, merged)
+            errors = validate(kind.kind, merged, self.minor)
             if errors:
                 raise invalid(kind, name, errors)
 
             if stored is not None:
                 old_sets = {k: o.paths for k, o in owners.items()}
                 new_sets = {k: o.paths for k, o in new_owners.items()}
-                restamp = restamps(raw, old, functools.partial(self._null_fields, kind))
+                # v1.24 re-stamps managedFields (a write) on such a repeated apply; current servers do not.
+                restamp = self.minor <= OLD_MINOR and restamps(
+                    raw, old, functools.partial(self._null_fields, kind)
+                )
                 if merged == old and old_sets == new_sets and not restamp:
                     return 200, self._render(stored)  # a no-op: same resourceVersion, same time stamps
             if kind.kind == "EndpointSlice":
@@ -902,6 +921,11 @@ class FakeApiServer:
 
 
 _NODE_HEAD = b'{"kind":"Node","apiVersion":"v1",'
+
+
+def _is_endpoints(path: str) -> bool:
+    match = NS_PATH.fullmatch(path)
+    return match is not None and ROUTES.get((match[1], match[3])) is kind_of("Endpoints")
 
 
 def _node_object(item: _Item) -> bytes:

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from tests.fakeapi.core import JSON, FakeApiError, Kind, kind_of, status_details
+from tests.fakeapi.versions import OLD_MINOR
 
 #: API server limits (k8s.io/kubernetes/pkg/apis/discovery/validation).
 MAX_SLICE_ENDPOINTS = 1000
@@ -293,7 +294,7 @@ def _check_endpoints(errors: list[str], obj: JSON) -> None:
     # controller truncates at 1000 with an annotation, which SPEC asks of us too).
 
 
-def _check_endpoint_slice(errors: list[str], obj: JSON) -> None:
+def _check_endpoint_slice(errors: list[str], obj: JSON, minor: int) -> None:
     family = obj.get("addressType")
     if family is None:
         errors.append("addressType: Required value")
@@ -322,7 +323,11 @@ def _check_endpoint_slice(errors: list[str], obj: JSON) -> None:
             elif family in ("IPv4", "IPv6"):
                 ip = ipaddress.ip_address(address) if _is_ip(address) else None
                 if ip is None or f"IPv{ip.version}" != family:
-                    errors.append(_invalid_value(where, address, f"must be a valid {family} address"))
+                    # An address of the other family: v1.24 names the address,
+                    # current servers the endpoint's address list.
+                    mismatch = ip is not None and minor > OLD_MINOR
+                    field = f"{at}.addresses" if mismatch else where
+                    errors.append(_invalid_value(field, address, f"must be a valid {family} address"))
                 if ip is None or f"IPv{ip.version}" == family:
                     errors.extend(_ip_problems(address, where))
         node_name = endpoint.get("nodeName")
@@ -337,8 +342,9 @@ def _check_endpoint_slice(errors: list[str], obj: JSON) -> None:
     _check_ports(errors, "ports", ports, slice_ports=True)
 
 
-def validate(kind_name: str, obj: JSON) -> list[str]:
-    """The validation errors of a whole object (empty when valid), as the API server words them."""
+def validate(kind_name: str, obj: JSON, minor: int = 35) -> list[str]:
+    """The validation errors of a whole object (empty when valid), as the API server of
+    version 1.``minor`` words them."""
     kind = kind_of(kind_name)
     errors: list[str] = []
     meta = obj.get("metadata")
@@ -350,7 +356,7 @@ def validate(kind_name: str, obj: JSON) -> list[str]:
     elif kind.kind == "Endpoints":
         _check_endpoints(errors, obj)
     else:
-        _check_endpoint_slice(errors, obj)
+        _check_endpoint_slice(errors, obj, minor)
     return errors
 
 
