@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from tests.fakeapi.versions import server_minor
+
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 BINARIES = ("etcd", "kube-apiserver")
 START_TIMEOUT_S = 90.0
@@ -263,6 +265,14 @@ class RealApiServer:
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
+
+    def minor(self) -> int:
+        """This server's minor version from its ``/version`` (24 for v1.24, 35 for v1.35).
+
+        The tier is reviewed on both: a test whose answer differs between
+        them asks this and expects that version's answer.
+        """
+        return server_minor(self.ok("GET", "/version"))
 
     def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         """:meth:`request`, asserting a 2xx; the body."""

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.fakeapi import APPLY_CONTENT_TYPE, FakeApiError, FakeApiServer, make_node, parse_selector
+from tests.fakeapi.versions import server_minor
 
 REPO = str(Path(__file__).resolve().parent.parent)
 NS = "kube-system"
@@ -468,12 +469,14 @@ def test_service_defaults_are_owned_by_nobody(fake: FakeApiServer) -> None:
     assert allocated.doc["spec"]["clusterIP"].startswith("10.96.")
 
 
-def test_empty_map_in_apply_body_restamps_every_time(fake: FakeApiServer) -> None:
-    body = endpoints(["10.0.0.1"], annotations={})
-    first = rv(apply(fake, EP, body).doc)
-    assert rv(apply(fake, EP, body).doc) != first
-    clean = rv(apply(fake, EP, endpoints(["10.0.0.1"])).doc)
-    assert rv(apply(fake, EP, endpoints(["10.0.0.1"])).doc) == clean
+@pytest.mark.parametrize(("version", "restamps"), [("1.24", True), ("1.35", False)])
+def test_an_empty_map_in_an_apply_body_restamps_every_time_on_1_24_only(version: str, restamps: bool) -> None:
+    with FakeApiServer(version=version) as fake:
+        body = endpoints(["10.0.0.1"], annotations={})
+        first = rv(apply(fake, EP, body).doc)
+        assert (rv(apply(fake, EP, body).doc) != first) is restamps
+        clean = rv(apply(fake, EP, endpoints(["10.0.0.1"])).doc)
+        assert rv(apply(fake, EP, endpoints(["10.0.0.1"])).doc) == clean
 
 
 # --- validation ----------------------------------------------------------------------
@@ -940,3 +943,36 @@ def test_keep_alive_answers_do_not_wait_for_a_delayed_ack(fake: FakeApiServer) -
         conn.close()
     took.sort()
     assert took[len(took) // 2] < 0.02, took
+
+
+# --- versions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "minor"),
+    [
+        ({"major": "1", "minor": "35", "gitVersion": "v1.35.0", "emulationMinor": "35"}, 35),
+        ({"major": "1", "minor": "34+", "gitVersion": "v1.34.2-gke.1"}, 34),
+        ({"major": "", "minor": "", "gitVersion": "v1.24.2"}, 24),
+        ({"major": "", "minor": "", "gitVersion": "v0.0.0-master+$Format:%H$"}, 24),
+        ({"major": "0", "minor": "0", "gitVersion": "v0.0.0-master+abc"}, 24),
+        ({}, 24),
+    ],
+    ids=["released", "distribution", "numbers-in-git-version", "unstamped", "zeros", "empty"],
+)
+def test_server_minor_reads_every_version_body(body: dict[str, Any], minor: int) -> None:
+    assert server_minor(body) == minor
+
+
+@pytest.mark.parametrize(("version", "minor"), [("1.35", 35), ("1.24", 24)])
+def test_version_answers_as_the_version_imitated(version: str, minor: int) -> None:
+    with FakeApiServer(version=version) as fake:
+        body = call(fake, "GET", "/version").doc
+    assert server_minor(body) == minor
+    # Current servers add the emulation and compatibility versions; v1.24 has none.
+    assert ("emulationMinor" in body) is (minor > 24)
+
+
+def test_the_fake_refuses_a_version_it_cannot_imitate() -> None:
+    with pytest.raises(ValueError, match=r"not '1\.30'"):
+        FakeApiServer(version="1.30")

@@ -128,7 +128,7 @@ class FakeApiServer:
     ) -> None:
         self.page_cap = page_cap
         #: The Kubernetes version imitated where versions differ: "1.35"
-        #: (current, the default) or "1.24" (docs/development.md, "The fake API server").
+        #: (current, the default) or "1.24" (``tests/fakeapi/versions.py``).
         self.version = version
         self.minor = version_minor(version)
         self.token = token
