@@ -168,11 +168,16 @@ volumes:
 {{- end }}
 
 {{- /*
-What the schema cannot say, as it relates two values: the Job's deadline must
-leave the run its whole --timeout, or every slow run is killed mid-write.
+What the schema cannot say: the bounds of a timeout given as text (--set
+reconciler.timeout=0.5 is a string), and the Job's deadline, which must leave
+the run its whole --timeout, or every slow run is killed mid-write.
 */}}
 {{- define "ker.checks" -}}
-{{- if le (float64 .Values.activeDeadlineSeconds) (float64 .Values.reconciler.timeout) }}
+{{- $timeout := float64 .Values.reconciler.timeout }}
+{{- if or (le $timeout 0.0) (gt $timeout 3600.0) }}
+{{- fail (printf "reconciler.timeout %v: must be more than 0 and at most 3600 seconds" .Values.reconciler.timeout) }}
+{{- end }}
+{{- if le (float64 .Values.activeDeadlineSeconds) $timeout }}
 {{- fail (printf "activeDeadlineSeconds %v must be more than reconciler.timeout %v (the run's own deadline), plus pod start-up: the Job would kill a run before it times out" .Values.activeDeadlineSeconds .Values.reconciler.timeout) }}
 {{- end }}
 {{- end }}
