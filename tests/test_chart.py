@@ -9,6 +9,7 @@ flag parser: the container's environment of a render is parsed by
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 
 from lib import config
 from tests import k8stools
+from tests.realserver import RealApiServer
 from tests.tools import manifests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,9 +179,9 @@ def _helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _template(
-    helm: str, *args: str, release: str = "kubelet-endpoints-reconciler"
+    helm: str, *args: str, release: str = "kubelet-endpoints-reconciler", namespace: str = "kube-system"
 ) -> subprocess.CompletedProcess[str]:
-    return _helm(helm, "template", release, str(CHART), "--namespace", "kube-system", *args)
+    return _helm(helm, "template", release, str(CHART), "--namespace", namespace, *args)
 
 
 def _documented_sets() -> list[str]:
@@ -358,8 +360,10 @@ SELECTOR_LABELS = (
 EVERYTHING_ON = ("--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true")
 
 
-def _docs_by_template(helm: str, *args: str, release: str = "rel") -> list[tuple[str, dict[str, Any]]]:
-    done = _template(helm, *args, release=release)
+def _docs_by_template(
+    helm: str, *args: str, release: str = "rel", namespace: str = "kube-system"
+) -> list[tuple[str, dict[str, Any]]]:
+    done = _template(helm, *args, release=release, namespace=namespace)
     assert done.returncode == 0, done.stderr
     out = []
     for text in done.stdout.split("\n---\n"):
@@ -522,3 +526,89 @@ def test_notes_say_what_was_installed_how_to_test_and_watch_it_and_where_migrati
     )
     assert "dryRun is on" not in notes
     assert "dryRun is on" in _notes(helm, tmp_path / "dry", "--set", "reconciler.dryRun=true")
+
+
+# --- the real server ----------------------------------------------------------------
+
+
+def _dropped(sent: Any, stored: Any, path: str = "") -> list[str]:
+    """Paths of ``sent`` that ``stored`` does not hold (server defaults may add, never remove)."""
+    if isinstance(sent, dict):
+        if not isinstance(stored, dict):
+            return [path]
+        return [p for k, v in sent.items() for p in _dropped(v, stored.get(k), f"{path}.{k}")]
+    if isinstance(sent, list):
+        if not isinstance(stored, list) or len(sent) != len(stored):
+            return [path]
+        return [
+            p
+            for i, (a, b) in enumerate(zip(sent, stored, strict=True))
+            for p in _dropped(a, b, f"{path}[{i}]")
+        ]
+    return [] if sent == stored else [path]
+
+
+@pytest.mark.real
+def test_the_real_server_accepts_the_helm_test_job_as_written(real: RealApiServer, helm: str) -> None:
+    # The same on v1.24 and v1.35: the test Job uses no field newer than
+    # v1.24 (no pod failure policy), so neither server drops anything.
+    ns = real.new_namespace("chart")
+    (job,) = [doc for _, doc in _docs_by_template(helm, namespace=ns) if doc["kind"] == "Job"]
+    assert job["metadata"]["namespace"] == ns
+    reply = real.request(
+        "POST",
+        f"/apis/batch/v1/namespaces/{ns}/jobs",
+        job,
+        query={"dryRun": "All", "fieldValidation": "Strict"},
+    )
+    assert reply.status == 201, f"{reply.status} {reply.body}"
+    assert _dropped(job, reply.body) == []
+    # A dry run: nothing persisted.
+    assert real.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{job['metadata']['name']}").status == 404
+
+
+@pytest.mark.real
+def test_a_second_release_in_the_cluster_is_refused_by_name_and_the_first_still_upgrades(
+    real: RealApiServer, helm: str, tmp_path: Path
+) -> None:
+    # A real install (kube-apiserver alone: nothing runs the CronJob). The
+    # ClusterRole is cluster-wide and fixed-named: uninstalled at the end, as
+    # other real-server tests create it in dry runs.
+    kubeconfig = real.write_kubeconfig(tmp_path / "kubeconfig")
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        **{f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")},
+    }
+    first, second = real.new_namespace("chart-a"), real.new_namespace("chart-b")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [helm, *args], capture_output=True, text=True, timeout=120, check=False, env=env
+        )
+
+    # Helm validates against the server's schema: a server before 1.26 needs
+    # the chart's switch for it (README, "Install"), as a user's install would.
+    version = real.ok("GET", "/version")
+    old = (int(version["major"]), int(version["minor"].rstrip("+"))) < (1, 26)
+    values = ["--set", "podFailurePolicy.enabled=false"] if old else []
+    done = run("install", "first", str(CHART), "-n", first, *values)
+    try:
+        assert done.returncode == 0, done.stderr
+        done = run("install", "second", str(CHART), "-n", second, *values)
+        assert done.returncode != 0
+        assert (
+            "kubelet-endpoints-reconciler is already installed in this cluster "
+            f"(ClusterRole kubelet-endpoints-reconciler, release first in namespace {first})"
+        ) in done.stderr, done.stderr
+        assert (
+            real.get(f"/apis/batch/v1/namespaces/{second}/cronjobs/kubelet-endpoints-reconciler").status
+            == 404
+        )
+        done = run("upgrade", "first", str(CHART), "-n", first, *values, "--set", "reconciler.logLevel=debug")
+        assert done.returncode == 0, done.stderr
+    finally:
+        run("uninstall", "first", "-n", first)
+    assert (
+        real.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/kubelet-endpoints-reconciler").status == 404
+    )
