@@ -37,7 +37,11 @@ and helm lint, so this only speaks on install and upgrade.
 {{- $release := index $annotations "meta.helm.sh/release-name" | default "" }}
 {{- $namespace := index $annotations "meta.helm.sh/release-namespace" | default "" }}
 {{- if not (and (eq $release .Release.Name) (eq $namespace .Release.Namespace)) }}
-{{- fail (printf "kubelet-endpoints-reconciler is already installed in this cluster (ClusterRole %s, %s): one reconciler per cluster; upgrade that one instead (helm upgrade %s -n %s)" (include "ker.name" .) (ternary (printf "release %s in namespace %s" $release $namespace) "not from Helm: kubectl or kustomize" (ne $release "")) (default "<release>" $release) (default "<namespace>" $namespace)) }}
+{{- if $release }}
+{{- fail (printf "kubelet-endpoints-reconciler is already installed in this cluster (ClusterRole %s, release %s in namespace %s): one reconciler per cluster; upgrade that release instead (helm upgrade %s -n %s)" (include "ker.name" .) $release $namespace $release $namespace) }}
+{{- else }}
+{{- fail (printf "kubelet-endpoints-reconciler is already installed in this cluster (ClusterRole %s, not by Helm: kubectl apply or kustomize): one reconciler per cluster; delete that install first (kubectl delete -f cronjob.yaml)" (include "ker.name" .)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
