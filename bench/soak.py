@@ -14,7 +14,7 @@ to our objects in the middle of a run.
 After every write, and after every run, the invariants of issue 3 are
 checked against the fake's stored objects, the request log and the run's
 own ``reconcile_finished`` line. The expected state comes from a small
-oracle written here from SPEC.md, independently of ``lib/``.
+oracle written here from docs/behaviour.md, independently of ``lib/``.
 
     python -m bench.soak --runs 2000 --seed 1 2 3     # figures for the README
     python -m bench.soak --runs 300 --seed 7 --overlaps 10
@@ -59,7 +59,7 @@ NS, SERVICE, MANAGER = "kube-system", "kubelet", "kubelet-endpoints-reconciler"
 #: The second field manager that writes to our objects in the middle of a run.
 OTHER_MANAGER = "soak-other-writer"
 TOUCH_LABEL = "soak.example.com/touched"
-#: Documented exit codes (SPEC "Exit codes"); 1 (a bug) is always a violation here.
+#: Documented exit codes (README "Exit codes"); 1 (a bug) is always a violation here.
 DOCUMENTED = {0, 2, 3, 4, 5, 6, 7}
 MAX_REQUESTS_PER_RUN = 150
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -343,7 +343,7 @@ class Cluster:
         counts["all_ready"] += 1
 
 
-# --- the oracle: SPEC's rules, written independently of lib/ ------------------------------
+# --- the oracle: docs/behaviour.md's rules, written independently of lib/ ------------------------------
 
 Endpoint = tuple[str, str, str]  # (ip, nodeName, node uid)
 
@@ -371,7 +371,7 @@ def _usable(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def oracle(nodes: Sequence[SimNode]) -> Want:
-    """SPEC "Which nodes", "Each IP exactly once", for the node shapes the soak makes."""
+    """docs/behaviour.md "What it publishes": which nodes, each IP once (the soak's node shapes)."""
     candidates = []
     for n in nodes:
         if n.ready != "True" or n.deleting:

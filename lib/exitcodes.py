@@ -1,4 +1,4 @@
-"""Exit codes (SPEC "Exit codes") and the exceptions that carry them.
+"""Exit codes (README "Exit codes", docs/operations.md runbooks) and the exceptions that carry them.
 
 Alerting routes on these numbers, so they are defined once, here, and every
 failure is raised as one of the exceptions below; ``reconciler.main`` maps an

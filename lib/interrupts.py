@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT: stop the run before its next request, cleanly (SPEC "Safety").
+"""SIGTERM and SIGINT: stop the run before its next request, cleanly (docs/behaviour.md "Safety").
 
 A deleted pod, a Job's deadline or Ctrl-C must still end in one
 ``reconcile_finished`` line, a termination message and exit 128+N. The

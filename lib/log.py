@@ -4,7 +4,7 @@ The ``kubernetes`` client and urllib3 log through the stdlib; their records
 are routed through the same processors so a run's output is one stream of one
 format. Named ``log`` (not ``logging``) so it never shadows the stdlib.
 
-Every line passes two guards on its way out (SPEC "Security"): secrets the
+Every line passes two guards on its way out (docs/behaviour.md "Security"): secrets the
 run learnt (:func:`add_secret`: tokens, passwords, key data) are replaced by
 ``<redacted>`` wherever they appear, and output is bounded: strings are cut
 to :data:`MAX_VALUE` characters (``reason`` to 512), and repeated warnings of
@@ -29,7 +29,7 @@ _FIRST = ("timestamp", "level", "event")
 
 #: Longest string logged (values from the cluster: names, messages, addresses).
 MAX_VALUE = 256
-#: The summary's one-line failure reason (SPEC "Exit codes").
+#: The summary's one-line failure reason (README "Exit codes").
 MAX_REASON = 512
 #: A traceback (debug and internal errors only) stays readable but bounded.
 MAX_TRACEBACK = 16000

@@ -1,4 +1,4 @@
-"""Stable EndpointSlice placement, pure (SPEC "EndpointSlices").
+"""Stable EndpointSlice placement, pure (docs/behaviour.md "What it publishes").
 
 An IP stays in the slice it is in; new IPs fill free room in existing slices
 (lowest number first) before a new slice is made; slices left empty are

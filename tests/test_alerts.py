@@ -23,7 +23,7 @@ import yaml
 
 from lib.exitcodes import ExitCode
 from tests import ksm
-from tests.docs import github_anchors, one, yaml_docs
+from tests.docs import github_anchors, one, reference, yaml_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -45,7 +45,7 @@ ALL_RULES = [rule for group in ALERTS["spec"]["groups"] for rule in group["rules
 RULES = [rule for rule in ALL_RULES if "alert" in rule]
 RECORDS = [rule for rule in ALL_RULES if "record" in rule]
 BY_NAME = {rule["alert"]: rule for rule in RULES}
-SPEC = ksm.CronJobSpec.from_manifest((ROOT / "cronjob.yaml").read_text(encoding="utf-8"))
+JOB_SPEC = ksm.CronJobSpec.from_manifest((ROOT / "cronjob.yaml").read_text(encoding="utf-8"))
 
 
 # --- structure and PromQL -------------------------------------------------------------
@@ -243,10 +243,10 @@ def test_the_runbooks_cover_every_exit_code() -> None:
 def test_the_cronjob_keeps_failed_jobs_as_the_alerts_expect() -> None:
     # kube-prometheus-stack's KubeJobFailed fires for a failed Job still there 15 minutes
     # later: ours are gone well before (a minute of margin for controllers and scrapes).
-    assert SPEC.ttl is not None and SPEC.ttl + 60 <= 15 * 60
+    assert JOB_SPEC.ttl is not None and JOB_SPEC.ttl + 60 <= 15 * 60
     # The alerts count two failed runs since the last success, and the runbooks read the
     # failed pods' termination messages: keep a few, a few minutes.
-    assert SPEC.failed_history >= 2 and SPEC.ttl >= 5 * 60
+    assert JOB_SPEC.failed_history >= 2 and JOB_SPEC.ttl >= 5 * 60
 
 
 # --- promtool: what fires, when ------------------------------------------------------------
@@ -266,7 +266,7 @@ def rule_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             pytest.fail("promtool is not installed: .ci/run installs Debian's prometheus package")
         pytest.skip("promtool not installed (apt-get install prometheus): alert timelines not tested")
     ours = ksm.rule_file(ALERTS, tmp_path_factory.mktemp("rules") / "alerts.yaml")
-    return [ours, ksm.KUBE_JOB_FAILED]
+    return [ours, reference(ksm.KUBE_JOB_FAILED.name)]
 
 
 def _annotations(alert: str, absent_arm: bool = False) -> dict[str, str]:
@@ -320,10 +320,10 @@ def _promtool(
                     checks.append({"eval_time": f"{minute}m", "alertname": alert, "exp_alerts": []})
             else:
                 checks.append({"eval_time": f"{minute}m", "alertname": alert, "exp_alerts": []})
-    timeline = ksm.simulate(kinds, SPEC)
+    timeline = ksm.simulate(kinds, JOB_SPEC)
     test = {
         "interval": f"{ksm.SCRAPE}s",
-        "input_series": ksm.series(timeline, SPEC),
+        "input_series": ksm.series(timeline, JOB_SPEC),
         "alert_rule_test": checks,
     }
     output = ksm.run_promtool(test, rule_files, tmp_path)

@@ -112,8 +112,8 @@ def _rbac_of(request: Request) -> Iterator[tuple[str, str, str]]:
         yield "create", group, resource
 
 
-#: SPEC, "Kubernetes versions and permissions": exactly these, no more.
-SPEC_GRANTS = {
+#: The grants docs/operations.md "What it is allowed to do" lists: exactly these, no more.
+GRANTS = {
     ("list", "", "nodes"),
     *(
         ("get", "", "services"),
@@ -195,11 +195,11 @@ def test_rbac_grants_exactly_what_the_reconciler_issues(fake: FakeApiServer, kub
     assert all(r.status not in (401, 403) for r in fake.requests)
     used = {grant for request in fake.requests for grant in _rbac_of(request)}
     granted = _granted()
-    assert granted["ClusterRole"] | granted["Role"] == SPEC_GRANTS
+    assert granted["ClusterRole"] | granted["Role"] == GRANTS
     # blockOwnerDeletion needs update on services/finalizers only under the
     # OwnerReferencesPermissionEnforcement admission plugin, which the fake does
     # not model: tests/test_real_rbac.py proves that rule on the real server.
-    assert used | {("update", "", "services/finalizers")} == SPEC_GRANTS
+    assert used | {("update", "", "services/finalizers")} == GRANTS
     # Cluster-scoped grants only for cluster-scoped resources, and the other way round.
     assert {resource for _, _, resource in granted["ClusterRole"]} == {"nodes"}
     assert "nodes" not in {resource for _, _, resource in granted["Role"]}

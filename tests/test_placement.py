@@ -1,4 +1,4 @@
-"""lib/placement.py: stable EndpointSlice placement (SPEC "EndpointSlices").
+"""lib/placement.py: stable EndpointSlice placement (docs/behaviour.md "What it publishes").
 
 An IP stays in its slice; new IPs fill free room in existing slices, lowest
 number first, before a new slice is made; emptied slices are deleted; adding

@@ -291,7 +291,7 @@ def _check_endpoints(errors: list[str], obj: JSON) -> None:
                     errors.append(_invalid_value(f"{where}.nodeName", node_name, _DNS1123_SUBDOMAIN_MSG))
         _check_ports(errors, f"{at}.ports", subset.get("ports"), slice_ports=False)
     # No cap on the number of addresses: the API server has none (the endpoints
-    # controller truncates at 1000 with an annotation, which SPEC asks of us too).
+    # controller truncates at 1000 with an annotation, a convention of its own).
 
 
 def _check_endpoint_slice(errors: list[str], obj: JSON, minor: int) -> None:
