@@ -139,14 +139,10 @@ containers:
       # KUBELET_ENDPOINTS_ADDRESS_TYPE, KUBELET_ENDPOINTS_HTTP_METRICS,
       # KUBELET_ENDPOINTS_TAKE_OVER, KUBELET_ENDPOINTS_MAX_ENDPOINTS_PER_SLICE,
       # KUBELET_ENDPOINTS_DRY_RUN (the chart's reconciler.* values).
-    # Sized from `make bench` (reconciler.py against tests/fakeapi/,
-    # nodes of ~20 KB of JSON each, as kubelets with many images
-    # publish; docs/performance.md): peak RSS 98 MiB at 1,000 nodes,
-    # 101 MiB at 5,000 and 118 MiB at 15,000 (the list is read page
-    # by page, so memory stays nearly flat); 6.2 s of CPU at 15,000
-    # nodes, in one burst per minute. The memory limit leaves 2x
-    # headroom over the largest peak; at the CPU limit a 15,000-node
-    # run takes about 13 s, far inside the 40 s timeout.
+    # Sized from `make bench` (peak RSS and CPU per cluster size:
+    # docs/performance.md): the memory limit leaves about 2x headroom over
+    # the largest peak, and a 15,000-node run at the CPU limit ends far
+    # inside its timeout.
     resources:
       {{- toYaml $.Values.resources | nindent 6 }}
     # On failure the run writes "exit N: reason" here; the kubelet
