@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := lib reconciler.py
-PYFILES := $(SOURCES) tests $(wildcard bench)
+PYFILES := $(SOURCES) tests tools $(wildcard bench)
 
 .PHONY: run test lint manifests k8s-tools bench soak clean
 
@@ -27,7 +27,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 # A real cluster is always an explicit command: `.venv/bin/python
 # reconciler.py --dry-run ...`, which the demo prints at its end.
 run: $(VENV)/.runtime
-	$(BIN)/python -m tests.demo $(ARGS)
+	$(BIN)/python -m tools.demo $(ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(PYFILES)
@@ -40,13 +40,13 @@ test: lint
 # helm and kubectl (with kustomize) for the chart and kustomize tests and for
 # `make manifests`, cached under ~/.cache/kubelet-endpoints-reconciler.
 k8s-tools:
-	tests/tools/install-k8s-tools.sh
+	tools/install-k8s-tools.sh
 
 # cronjob.yaml and deploy/cronjob.yaml are rendered from the Helm chart, and
 # the chart's files/ copy deploy/alerts.yaml and deploy/servicemonitor.yaml:
 # edit the sources, then run this (tests/test_chart.py fails when stale).
 manifests: $(VENV)/.runtime k8s-tools
-	$(BIN)/python -m tests.tools.manifests
+	$(BIN)/python -m tools.manifests
 
 # The benchmark (README "Performance"): 1,000 / 5,000 / 15,000 nodes of ~20 KB
 # served by the fake API server in a process of its own; about 15 minutes.

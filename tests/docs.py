@@ -6,7 +6,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+#: Material from outside the project (kube-prometheus-stack's renders, with
+#: their provenance in its README), beside the checkout, never committed here.
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+
+
+def reference(name: str) -> Path:
+    """A file of ``../shared/reference``; the test is skipped with one line where it is absent."""
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent: the kube-prometheus-stack reference renders live in ../shared/reference")
+    return path
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:

@@ -60,7 +60,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The chart's KubeJobFailed rule (kube-prometheus-stack 88.5.3), evaluated beside ours.
-KUBE_JOB_FAILED = ROOT / "tests" / "data" / "kube-prometheus-stack-88.5.3-KubeJobFailed.yaml"
+#: kube-prometheus-stack's KubeJobFailed as rendered: material from outside, beside the checkout.
+KUBE_JOB_FAILED = ROOT.parent / "shared" / "reference" / "kube-prometheus-stack-88.5.3-KubeJobFailed.yaml"
 
 SCRAPE = 30  # seconds between scrapes of kube-state-metrics, and between rule evaluations
 KINDS = ("ok", "policy", "api", "oom", "deadline", "missed", "suspended", "absent")

@@ -26,7 +26,7 @@ import yaml
 from lib import config
 from tests import k8stools
 from tests.realserver import RealApiServer
-from tests.tools import manifests
+from tools import manifests
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = manifests.CHART

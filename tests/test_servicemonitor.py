@@ -1,25 +1,27 @@
 """deploy/servicemonitor.yaml: well-formed, scrapes exactly as kube-prometheus-stack's own kubelet
-ServiceMonitor does (chart 88.5.3, rendered in tests/data), and selects the Service the reconciler
+ServiceMonitor does (chart 88.5.3, rendered in ../shared/reference), and selects the Service the reconciler
 publishes and no other."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from lib import desired
 from lib.config import Config
-from tests.docs import one, yaml_docs
+from tests.docs import one, reference, yaml_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-#: kube-prometheus-stack 88.5.3's kubelet ServiceMonitor, default values (tests/data/README.md).
+#: kube-prometheus-stack 88.5.3's kubelet ServiceMonitor, default values (../shared/reference/README.md).
 CHART_VERSION = "88.5.3"
-CHART_RENDER = ROOT / "tests" / "data" / f"kube-prometheus-stack-{CHART_VERSION}-kubelet-servicemonitor.yaml"
+CHART_RENDER = f"kube-prometheus-stack-{CHART_VERSION}-kubelet-servicemonitor.yaml"
 
 
 SERVICE_MONITOR = one(yaml_docs(DEPLOY / "servicemonitor.yaml"), "ServiceMonitor")
-CHART = one(yaml_docs(CHART_RENDER), "ServiceMonitor")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ENDPOINT_KEYS = {
     "port",
@@ -39,8 +41,14 @@ _ENDPOINT_KEYS = {
 _RELABEL_KEYS = {"sourceLabels", "separator", "regex", "targetLabel", "replacement", "action", "modulus"}
 
 
-def test_the_reference_is_the_chart_render_we_name() -> None:
-    labels = CHART["metadata"]["labels"]
+@pytest.fixture(scope="module")
+def chart() -> dict[str, Any]:
+    """The chart's own kubelet ServiceMonitor, as rendered."""
+    return one(yaml_docs(reference(CHART_RENDER)), "ServiceMonitor")
+
+
+def test_the_reference_is_the_chart_render_we_name(chart: dict[str, Any]) -> None:
+    labels = chart["metadata"]["labels"]
     assert labels["chart"] == f"kube-prometheus-stack-{CHART_VERSION}"
     assert labels["app.kubernetes.io/version"] == CHART_VERSION
 
@@ -59,11 +67,11 @@ def test_the_service_monitor_is_well_formed() -> None:
             re.compile(relabel.get("regex", "(.*)"))
 
 
-def test_it_scrapes_exactly_as_the_charts_kubelet_service_monitor() -> None:
-    ours, chart = SERVICE_MONITOR["spec"], CHART["spec"]
+def test_it_scrapes_exactly_as_the_charts_kubelet_service_monitor(chart: dict[str, Any]) -> None:
+    ours, theirs = SERVICE_MONITOR["spec"], chart["spec"]
     # Endpoint for endpoint, field for field: paths, intervals, honorTimestamps and
     # trackTimestampsStaleness on cadvisor, TLS, token, relabelings and metricRelabelings.
-    assert ours["endpoints"] == chart["endpoints"]
+    assert ours["endpoints"] == theirs["endpoints"]
     assert [e.get("path", "/metrics") for e in ours["endpoints"]] == [
         "/metrics",
         "/metrics/cadvisor",
@@ -71,11 +79,11 @@ def test_it_scrapes_exactly_as_the_charts_kubelet_service_monitor() -> None:
     ]
     (cadvisor,) = [e for e in ours["endpoints"] if e.get("path") == "/metrics/cadvisor"]
     assert cadvisor["honorTimestamps"] is True and cadvisor["trackTimestampsStaleness"] is True
-    assert ours["jobLabel"] == chart["jobLabel"] == "k8s-app"
-    assert ours["attachMetadata"] == chart["attachMetadata"]
-    assert ours["namespaceSelector"] == chart["namespaceSelector"]
+    assert ours["jobLabel"] == theirs["jobLabel"] == "k8s-app"
+    assert ours["attachMetadata"] == theirs["attachMetadata"]
+    assert ours["namespaceSelector"] == theirs["namespaceSelector"]
     # The selector: the chart's labels, and ours, so a leftover operator Service is not scraped too.
-    assert chart["selector"]["matchLabels"].items() < ours["selector"]["matchLabels"].items()
+    assert theirs["selector"]["matchLabels"].items() < ours["selector"]["matchLabels"].items()
     assert set(ours["selector"]) == {"matchLabels"}
 
 

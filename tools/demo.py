@@ -12,7 +12,7 @@ variables say, the run talks to the demo cluster only: the first command a
 README gives must be safe to paste anywhere. It ends by printing the two
 commands for a real cluster, the server-side dry run first.
 
-Usage: ``python -m tests.demo [reconciler flags...]``
+Usage: ``python -m tools.demo [reconciler flags...]``
 """
 
 from __future__ import annotations

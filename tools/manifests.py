@@ -8,7 +8,7 @@ Rendered: ``cronjob.yaml`` (``kubectl apply -f``) and ``deploy/cronjob.yaml``
 default values, and the chart's ``files/`` copies of the two deploy files.
 ``tests/test_chart.py`` fails when a rendered file is not current.
 
-Usage: ``python -m tests.tools.manifests [--check]``
+Usage: ``python -m tools.manifests [--check]``
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests import k8stools
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "kubelet-endpoints-reconciler"
 
 HEADER = """\
@@ -71,7 +71,7 @@ def rendered(helm: str) -> dict[Path, str]:
 def main(argv: list[str]) -> int:
     helm = k8stools.find("helm")
     if helm is None:
-        print("make manifests: helm not found: run tests/tools/install-k8s-tools.sh", file=sys.stderr)
+        print("make manifests: helm not found: run tools/install-k8s-tools.sh", file=sys.stderr)
         return 2
     stale = []
     for path, text in rendered(helm).items():
