@@ -44,7 +44,7 @@ k8s-tools:
 
 # cronjob.yaml and deploy/cronjob.yaml are rendered from the Helm chart, and
 # the chart's files/ copy deploy/alerts.yaml and deploy/servicemonitor.yaml:
-# edit the sources, then run this (tests/test_chart.py fails when stale).
+# edit the sources, then run this (tests/deploy/test_chart.py fails when stale).
 manifests: $(VENV)/.runtime k8s-tools
 	$(BIN)/python -m tools.manifests
 
@@ -65,7 +65,7 @@ bench: $(BENCH_VENV)/.runtime
 
 # The fault soak (README "Reliability"): thousands of runs under injected faults,
 # every invariant checked after each write and each run; about 5 minutes with
-# the defaults below. CI runs a bounded version (tests/test_soak.py).
+# the defaults below. CI runs a bounded version (tests/fake/test_soak.py).
 SOAK_ARGS ?= --runs 500 --seed 1 2 3 4 5 6 --overlaps 10 --jobs 6
 soak: $(VENV)/.dev
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)

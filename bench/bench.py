@@ -2,7 +2,7 @@
 
     make bench                      # or: .venv/bin/python -m bench.bench
     .venv/bin/python -m bench.bench --sizes 1000 --runs 3
-    .venv/bin/python -m bench.bench --smoke   # seconds; what tests/test_bench.py runs
+    .venv/bin/python -m bench.bench --smoke   # seconds; what tests/fake/test_bench.py runs
 
 For each size, one API server process (``bench/server.py``: the fake API
 server, nodes of about 20 KB generated once) serves every variant, each run

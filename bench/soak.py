@@ -19,7 +19,7 @@ oracle written here from docs/behaviour.md, independently of ``lib/``.
     python -m bench.soak --runs 2000 --seed 1 2 3     # figures for the README
     python -m bench.soak --runs 300 --seed 7 --overlaps 10
 
-The same core runs bounded in CI (tests/test_soak.py). Exit status: 0 when
+The same core runs bounded in CI (tests/fake/test_soak.py). Exit status: 0 when
 no invariant was violated, 1 otherwise.
 """
 

@@ -57,7 +57,7 @@ class _IPv6(_TextOnce, ipaddress.IPv6Address):
 def _parse_ip(text: str) -> IPAddress:
     """``ipaddress.ip_address(text)``, not memoised (see :func:`parse_ip`)."""
     # inet_pton (C) first: five times faster than ipaddress's pure-Python
-    # parser, and as strict (no leading zeros, no zone; tests/test_nodes.py
+    # parser, and as strict (no leading zeros, no zone; tests/unit/test_nodes.py
     # holds it to ipaddress's answers). What it refuses goes to ipaddress,
     # which reads zones ("fd00::1%eth0") and gives the error.
     for family, cls in ((socket.AF_INET, _IPv4), (socket.AF_INET6, _IPv6)):

@@ -6,7 +6,7 @@ its ServiceAccount and RBAC; ``deploy/alerts.yaml`` and
 Rendered: ``cronjob.yaml`` (``kubectl apply -f``) and ``deploy/cronjob.yaml``
 (the kustomize base cannot load files outside its folder) from the chart's
 default values, and the chart's ``files/`` copies of the two deploy files.
-``tests/test_chart.py`` fails when a rendered file is not current.
+``tests/deploy/test_chart.py`` fails when a rendered file is not current.
 
 Usage: ``python -m tools.manifests [--check]``
 """

@@ -1089,7 +1089,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # TCP_NODELAY, as Go's net/http sets it: headers and body are two writes,
     # and with Nagle's algorithm the body would wait ~40 ms for the client's
-    # delayed ACK on every kept-alive answer (tests/test_fakeapi.py).
+    # delayed ACK on every kept-alive answer (tests/contract/test_fakeapi.py).
     disable_nagle_algorithm = True
     server_version = "fake-kube-apiserver/1.0"
 

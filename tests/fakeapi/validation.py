@@ -61,7 +61,7 @@ def is_label_value(value: Any) -> bool:
 
 # --- validation (k8s.io/kubernetes/pkg/apis/*/validation) ----------------------------
 # Messages as kube-apiserver v1.24 words them; each rule is checked against the
-# real server by tests/test_contract.py.
+# real server by tests/contract/test_contract.py.
 
 _DNS1123_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "

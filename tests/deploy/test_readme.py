@@ -9,9 +9,9 @@ import pytest
 
 from lib import config
 from lib.exitcodes import MEANING, ExitCode
-from tests.docs import github_anchors
+from tests.deploy.docs import github_anchors
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BEHAVIOUR = (ROOT / "docs" / "behaviour.md").read_text(encoding="utf-8")
 

@@ -1,7 +1,7 @@
 """deploy/alerts.yaml: well-formed, its PromQL over real kube-state-metrics series, every exit code
 covered, every runbook link resolving, the CronJob settings the alerts depend on, and what
 fires when, proven by ``promtool test rules`` over series shaped as kube-state-metrics emits them
-for the CronJob of cronjob.yaml (tests/ksm.py), with kube-prometheus-stack's KubeJobFailed
+for the CronJob of cronjob.yaml (tests/deploy/ksm.py), with kube-prometheus-stack's KubeJobFailed
 evaluated beside our rules.
 
 promtool comes from Debian's ``prometheus`` package (``.ci/run`` installs it). Missing on a
@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from lib.exitcodes import ExitCode
-from tests import ksm
-from tests.docs import github_anchors, one, reference, yaml_docs
+from tests.deploy import ksm
+from tests.deploy.docs import github_anchors, one, reference, yaml_docs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: Where runbook_url points; every link must name a heading of docs/operations.md (the README's
 #: "Alerting and runbooks" section until that file exists).

@@ -21,7 +21,7 @@ import pytest
 from tests.fakeapi import APPLY_CONTENT_TYPE, FakeApiError, FakeApiServer, make_node, parse_selector
 from tests.fakeapi.versions import server_minor
 
-REPO = str(Path(__file__).resolve().parent.parent)
+REPO = str(Path(__file__).resolve().parents[2])
 NS = "kube-system"
 NODES = "/api/v1/nodes"
 SVC = f"/api/v1/namespaces/{NS}/services/kubelet"
@@ -918,7 +918,7 @@ def test_runs_as_a_process(tmp_path: Path) -> None:
 
 
 def test_keep_alive_answers_do_not_wait_for_a_delayed_ack(fake: FakeApiServer) -> None:
-    # Issue 12 item 3: the benchmark's write phase is only meaningful if an
+    # The benchmark's write phase is only meaningful if an
     # answer on a kept-alive connection leaves at once. Headers and body are
     # two writes; with Nagle's algorithm on, the body waits for the client's
     # delayed ACK of the headers (~40 ms on Linux), as Go's net/http never does.

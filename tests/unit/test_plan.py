@@ -13,7 +13,7 @@ from lib import desired, plan
 from lib.config import Config
 from lib.desired import select
 from lib.live import Live, LiveObject, view
-from tests.nodeinfo import slim_raw
+from tests.unit.nodeinfo import slim_raw
 
 FM = "kubelet-endpoints-reconciler"
 
@@ -320,7 +320,7 @@ def test_unchanged_slices_need_no_write() -> None:
 
 
 def test_unchanged_slices_read_by_list_need_no_write() -> None:
-    """A real list response's items carry no apiVersion and kind (issue 8: every slice was re-applied)."""
+    """A real list response's items carry no apiVersion and kind (every slice was re-applied)."""
     cfg = Config(max_endpoints_per_slice=2)
     sel = selection(*(node(f"n{i}", f"10.0.0.{i}") for i in range(1, 6)))
     listed = []

@@ -1,4 +1,4 @@
-"""Least privilege, proven on a real kube-apiserver (issue 8 item 4).
+"""Least privilege, proven on a real kube-apiserver.
 
 The ServiceAccount, ClusterRole, Role and bindings of ``cronjob.yaml`` are
 created on the real server (with OwnerReferencesPermissionEnforcement on, as
@@ -30,7 +30,7 @@ from tests.runs import run_main
 
 pytestmark = pytest.mark.real
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = {
     (d["kind"], d["metadata"]["name"]): d
     for d in yaml.safe_load_all((ROOT / "cronjob.yaml").read_text())

@@ -1,7 +1,7 @@
-"""docs/migration.md, executed on a real kube-apiserver (issue 9).
+"""docs/migration.md, executed on a real kube-apiserver.
 
 Objects are seeded as prometheus-operator's kubelet controller writes them
-(tests/prometheus_operator.py: plain create, three ports, duplicate addresses, a
+(tests/real/prometheus_operator.py: plain create, three ports, duplicate addresses, a
 generateName slice) with the seed case's nodes; then every shell line of the
 guide's blocks marked ``<!-- migration: FLAVOUR -->`` runs as written, with
 the real ``kubectl``, against that server (the namespace swapped for one of
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests import k8stools
-from tests.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
+from tests.real.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
 from tests.realserver import RealApiServer
 from tests.runs import run_main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = (ROOT / "docs" / "migration.md").read_text(encoding="utf-8")
 FLAVOURS = {"kube-prometheus": "kubelet", "kube-prometheus-stack": "kps-kube-prometheus-stack-kubelet"}
 

@@ -11,7 +11,7 @@ import yaml
 
 #: Material from outside the project (kube-prometheus-stack's renders, with
 #: their provenance in its README), beside the checkout, never committed here.
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 
 
 def reference(name: str) -> Path:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakeapi import FakeApiServer, make_node
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _base_minor() -> str:

@@ -23,7 +23,7 @@ import yaml
 from tests import k8stools
 from tests.realserver import RealApiServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 #: From this minor version on the API server keeps a Job's ``podFailurePolicy``.

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lib import nodes
 from lib.kube import MalformedBody
 from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
-from tests.nodeinfo import slim_raw
+from tests.unit.nodeinfo import slim_raw
 
 T0 = "2024-01-01T00:00:00Z"
 

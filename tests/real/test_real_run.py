@@ -1,4 +1,4 @@
-"""The reconciler against a real kube-apiserver (the real-server tier, issue 8).
+"""The reconciler against a real kube-apiserver (the real-server tier).
 
 Each test has a namespace of its own on the session's server; Nodes are
 cluster-wide, so the ``real`` fixture removes every Node first. Runs go
@@ -16,7 +16,7 @@ import structlog
 from lib import desired
 from lib.kube import Api, Deadline, WriteConflict, load_client
 from tests.fakeapi import make_node
-from tests.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
+from tests.real.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main
 

@@ -32,7 +32,7 @@ from lib.desired import (
     slice_endpoint,
 )
 from lib.nodes import NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
-from tests.nodeinfo import slim_raw
+from tests.unit.nodeinfo import slim_raw
 
 OLD = "2024-01-01T00:00:00Z"
 NEW = "2024-06-01T00:00:00Z"

@@ -1,4 +1,4 @@
-"""Bad input (issue 3, item 4): each ends with its documented code, a clear reason, and nothing written.
+"""Bad input: each ends with its documented code, a clear reason, and nothing written.
 
 Every case runs against a cluster whose objects are already published, so
 "nothing written" is checked twice: no PATCH or DELETE reached the API

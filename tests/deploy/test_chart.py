@@ -28,7 +28,7 @@ from tests import k8stools
 from tests.realserver import RealApiServer
 from tools import manifests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART = manifests.CHART
 
 

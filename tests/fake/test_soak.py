@@ -20,7 +20,7 @@ from bench import soak
 from tests.fakeapi import FakeApiServer, Request, make_node
 from tests.runs import run_main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 #: The bounded soak of CI: six seeds in parallel processes (the soak mostly

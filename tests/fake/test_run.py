@@ -18,7 +18,7 @@ from lib.run import main
 from tests.fakeapi import FakeApiServer, Request, make_node
 from tests.runs import Run, run_main, versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NS = "kube-system"
 SLICES = r"/apis/discovery\.k8s\.io/v1/namespaces/kube-system/endpointslices(/.*)?"
 ENDPOINTS = "/api/v1/namespaces/kube-system/endpoints/kubelet"

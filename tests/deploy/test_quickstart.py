@@ -1,4 +1,4 @@
-"""The README's quick start is safe anywhere (issue 13).
+"""The README's quick start is safe anywhere.
 
 ``make run`` must reach no cluster but its own demo, whatever ``KUBECONFIG``,
 ``~/.kube/config`` or the ``KUBELET_ENDPOINTS_*`` variables say: a recording
@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from lib import desired
 from lib.config import Config
-from tests.docs import one, reference, yaml_docs
+from tests.deploy.docs import one, reference, yaml_docs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: kube-prometheus-stack 88.5.3's kubelet ServiceMonitor, default values (../shared/reference/README.md).
 CHART_VERSION = "88.5.3"

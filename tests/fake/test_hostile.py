@@ -1,10 +1,10 @@
-"""Issue 10, "Hostile world": what an attacker or a confused operator tries.
+"""A hostile world: what an attacker or a confused operator tries.
 
-Each test names the item of the issue it pins. Runs go through the real
+Each test names the behaviour it pins. Runs go through the real
 ``lib.run.main`` and the real ``kubernetes`` client over HTTP: against the
-fake API server, the hostile one in tests/hostile.py, a subprocess where
+fake API server, the hostile one in tests/fake/hostile.py, a subprocess where
 memory is measured, and the real kube-apiserver where it counts. Signals are
-in tests/test_signals.py.
+in tests/fake/test_signals.py.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import structlog
 from lib import config, kube, log
 from lib.exitcodes import UsageError
 from lib.run import main, node_items
+from tests.fake.hostile import HostileServer
 from tests.fakeapi import FakeApiServer, make_node
-from tests.hostile import HostileServer
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main, versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NODES = "/api/v1/nodes"
 SECRET = "s3cr3t-Tok3n-0f-the-0perator"
 
@@ -72,7 +72,7 @@ MISINDENTED = {
 
 @pytest.mark.parametrize("case", MISINDENTED)
 @pytest.mark.parametrize("level", ["info", "debug"])
-def test_item1_a_misindented_secret_is_never_printed(
+def test_a_misindented_secret_is_never_printed(
     case: str, level: str, fake: FakeApiServer, tmp_path: Path
 ) -> None:
     body = (
@@ -107,7 +107,7 @@ def _console(argv: list[str]) -> Run:
     return Run(proc.returncode, [{"stdout": proc.stdout}], 0.0, proc.stderr)
 
 
-def test_item1_yaml_errors_name_the_line_not_its_text(tmp_path: Path) -> None:
+def test_yaml_errors_name_the_line_not_its_text(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(f"users:\n- name: u\n  user: {{token: {SECRET}\n", encoding="utf-8")
     run = run_main(["--kubeconfig", str(kubeconfig), "--termination-log", ""], {})
@@ -120,7 +120,7 @@ def test_item1_yaml_errors_name_the_line_not_its_text(tmp_path: Path) -> None:
 # --- 2. a token file ending in a newline -------------------------------------------------
 
 
-def test_item2_a_token_file_with_a_newline_is_trimmed(fake: FakeApiServer, tmp_path: Path) -> None:
+def test_a_token_file_with_a_newline_is_trimmed(fake: FakeApiServer, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(fake.token + "\n", encoding="utf-8")  # what `echo` and `kubectl create token` write
     kubeconfig = tmp_path / "kubeconfig"
@@ -138,9 +138,7 @@ def test_item2_a_token_file_with_a_newline_is_trimmed(fake: FakeApiServer, tmp_p
 @pytest.mark.parametrize(
     "token", [f"{SECRET}\nX-Injected: 1", f"{SECRET}\r\n", f"{SECRET}\x00", "ünïcode-tøken"]
 )
-def test_item2_a_token_that_is_no_header_value_is_exit_3(
-    token: str, fake: FakeApiServer, tmp_path: Path
-) -> None:
+def test_a_token_that_is_no_header_value_is_exit_3(token: str, fake: FakeApiServer, tmp_path: Path) -> None:
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", token=token)
     term = _termination_log(tmp_path)
     run = run_main(["--kubeconfig", kubeconfig, "--termination-log", str(term)], {})
@@ -154,7 +152,7 @@ def test_item2_a_token_that_is_no_header_value_is_exit_3(
 
 
 @pytest.mark.real
-def test_item2_real_server_accepts_a_trimmed_token(real: RealApiServer, tmp_path: Path) -> None:
+def test_the_real_server_accepts_a_trimmed_token(real: RealApiServer, tmp_path: Path) -> None:
     ns = real.new_namespace()
     real.create_nodes([make_node("node-a", "10.0.0.1")])
     kubeconfig = real.write_kubeconfig(tmp_path / "kubeconfig", token=real.admin_token + "\n")
@@ -191,7 +189,7 @@ def _exec_kubeconfig(fake: FakeApiServer, tmp_path: Path, script: str) -> str:
         ),
     ],
 )
-def test_item3_a_failing_exec_plugin_is_exit_3_naming_it(
+def test_a_failing_exec_plugin_is_exit_3_naming_it(
     script: str, kind: str, fake: FakeApiServer, tmp_path: Path
 ) -> None:
     kubeconfig = _exec_kubeconfig(fake, tmp_path, script)
@@ -204,7 +202,7 @@ def test_item3_a_failing_exec_plugin_is_exit_3_naming_it(
     assert fake.requests == []
 
 
-def test_item3_a_working_exec_plugin_still_works(fake: FakeApiServer, tmp_path: Path) -> None:
+def test_a_working_exec_plugin_still_works(fake: FakeApiServer, tmp_path: Path) -> None:
     credential = {
         "apiVersion": "client.authentication.k8s.io/v1",
         "kind": "ExecCredential",
@@ -232,7 +230,7 @@ def test_item3_a_working_exec_plugin_still_works(fake: FakeApiServer, tmp_path: 
     ids=["302", "307", "204", "{}", "Status"],
 )
 @pytest.mark.parametrize("allow_empty", [False, True])
-def test_item4_a_node_list_without_a_list_is_exit_4(
+def test_a_node_list_without_a_list_is_exit_4(
     fault: dict[str, Any], allow_empty: bool, fake: FakeApiServer, kubeconfig: str
 ) -> None:
     published = _published(fake, kubeconfig)
@@ -247,7 +245,7 @@ def test_item4_a_node_list_without_a_list_is_exit_4(
 @pytest.mark.parametrize(
     "fault", [{"status": 301}, {"status": 204}, {"body": b"{}"}], ids=["301", "204", "{}"]
 )
-def test_item4_a_write_answered_without_the_object_is_not_applied(
+def test_a_write_answered_without_the_object_is_not_applied(
     fault: dict[str, Any], fake: FakeApiServer, kubeconfig: str
 ) -> None:
     fake.set_nodes([make_node("node-a", "10.0.0.1")])
@@ -299,9 +297,7 @@ RSS_BOUND_MIB = 200
         ("dense_slices", (64 << 20) - 1024, "more than 100 items on a page of 100"),
     ],
 )
-def test_item5_hostile_responses_keep_memory_bounded(
-    mode: str, size: int, reason: str, tmp_path: Path
-) -> None:
+def test_hostile_responses_keep_memory_bounded(mode: str, size: int, reason: str, tmp_path: Path) -> None:
     with HostileServer(mode, size) as server:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
         started = time.monotonic()
@@ -316,7 +312,7 @@ def test_item5_hostile_responses_keep_memory_bounded(
     assert seconds < 20  # at once, not at the deadline
 
 
-def test_item5_a_billion_laughs_kubeconfig_is_refused(tmp_path: Path) -> None:
+def test_a_billion_laughs_kubeconfig_is_refused(tmp_path: Path) -> None:
     lines = ["apiVersion: v1", "kind: Config", "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
     lines += ["users:", "- name: u", "  user: *a9", "current-context: x"]
@@ -328,7 +324,7 @@ def test_item5_a_billion_laughs_kubeconfig_is_refused(tmp_path: Path) -> None:
     assert peak < RSS_BOUND_MIB, peak
 
 
-def test_item5_an_oversized_kubeconfig_is_refused_unread(tmp_path: Path) -> None:
+def test_an_oversized_kubeconfig_is_refused_unread(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("# " + "x" * (2 << 20) + "\n", encoding="utf-8")
     run = run_main(["--kubeconfig", str(kubeconfig), "--termination-log", ""], {})
@@ -337,7 +333,7 @@ def test_item5_an_oversized_kubeconfig_is_refused_unread(tmp_path: Path) -> None
     assert run.code == 3 and "larger than" in run.finished["reason"]
 
 
-def test_item5_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, kubeconfig: str) -> None:
+def test_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, kubeconfig: str) -> None:
     items = [make_node(f"n{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(3)]
     body = json.dumps({"kind": "NodeList", "metadata": {}, "items": items}).encode()
     fake.inject("GET", NODES, body=body, times=-1)
@@ -351,7 +347,7 @@ def test_item5_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, ku
 # --- 7 and 9. the termination log -------------------------------------------------------------
 
 
-def test_item7_the_termination_log_never_follows_a_symlink(fake: FakeApiServer, tmp_path: Path) -> None:
+def test_the_termination_log_never_follows_a_symlink(fake: FakeApiServer, tmp_path: Path) -> None:
     target = tmp_path / "precious"
     target.write_text("keep me\n", encoding="utf-8")
     link = tmp_path / "termination-log"
@@ -361,7 +357,7 @@ def test_item7_the_termination_log_never_follows_a_symlink(fake: FakeApiServer, 
     assert target.read_text(encoding="utf-8") == "keep me\n"
 
 
-def test_item7_read_only_files_fifos_and_directories_are_left_alone(tmp_path: Path) -> None:
+def test_read_only_files_fifos_and_directories_are_left_alone(tmp_path: Path) -> None:
     read_only = tmp_path / "read-only"
     read_only.write_text("keep me\n", encoding="utf-8")
     read_only.chmod(0o444)  # root could still write it: the mode bits decide
@@ -374,7 +370,7 @@ def test_item7_read_only_files_fifos_and_directories_are_left_alone(tmp_path: Pa
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
-def test_item9_a_usage_error_writes_to_the_given_termination_log(tmp_path: Path) -> None:
+def test_a_usage_error_writes_to_the_given_termination_log(tmp_path: Path) -> None:
     term = _termination_log(tmp_path)
     run = run_main(["--bogus", "--termination-log", str(term)], {})
     assert run.code == 2
@@ -407,7 +403,7 @@ def test_item9_a_usage_error_writes_to_the_given_termination_log(tmp_path: Path)
         ([], {"KUBELET_ENDPOINTS_NODE_SELECTOR": "a=\udcfe"}),
     ],
 )
-def test_item8_and_12_bad_values_are_usage_errors_before_any_request(
+def test_bad_values_are_usage_errors_before_any_request(
     argv: list[str], environ: dict[str, str], fake: FakeApiServer, kubeconfig: str
 ) -> None:
     run = run_main(["--kubeconfig", kubeconfig, "--termination-log", "", *argv], environ)
@@ -415,9 +411,7 @@ def test_item8_and_12_bad_values_are_usage_errors_before_any_request(
     assert fake.requests == []
 
 
-def test_item12_a_non_utf8_argument_from_the_command_line_is_exit_2(
-    fake: FakeApiServer, kubeconfig: str
-) -> None:
+def test_a_non_utf8_argument_from_the_command_line_is_exit_2(fake: FakeApiServer, kubeconfig: str) -> None:
     # The real thing: bytes on the command line of a real process.
     proc = subprocess.run(
         [sys.executable, "reconciler.py", "--kubeconfig", kubeconfig, "--node-selector", b"role=\xff"],
@@ -431,7 +425,7 @@ def test_item12_a_non_utf8_argument_from_the_command_line_is_exit_2(
     assert fake.requests == []
 
 
-def test_item12_a_misspelt_variable_is_a_warning(fake: FakeApiServer, kubeconfig: str) -> None:
+def test_a_misspelt_variable_is_a_warning(fake: FakeApiServer, kubeconfig: str) -> None:
     fake.set_nodes([make_node("node-a", "10.0.0.1")])
     env = {
         "KUBELET_ENDPOINTS_DRYRUN": "true",
@@ -446,7 +440,7 @@ def test_item12_a_misspelt_variable_is_a_warning(fake: FakeApiServer, kubeconfig
     ]
 
 
-def test_item12_no_flags_undo_their_variables() -> None:
+def test_no_flags_undo_their_variables() -> None:
     env = {"KUBELET_ENDPOINTS_DRY_RUN": "true", "KUBELET_ENDPOINTS_ALLOW_EMPTY": "1"}
     assert config.parse([], env).dry_run is True
     cfg = config.parse(["--no-dry-run", "--no-allow-empty", "--no-http-metrics"], env)
@@ -456,7 +450,7 @@ def test_item12_no_flags_undo_their_variables() -> None:
         config.parse(["--no-timeout"], {})
 
 
-def test_item12_two_nodes_with_one_name_are_not_published(fake: FakeApiServer, kubeconfig: str) -> None:
+def test_two_nodes_with_one_name_are_not_published(fake: FakeApiServer, kubeconfig: str) -> None:
     published = _published(fake, kubeconfig)
     twins = [make_node("node-a", "10.0.0.1"), make_node("node-a", "10.0.0.9")]
     body = json.dumps({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": twins}).encode()
@@ -469,7 +463,7 @@ def test_item12_two_nodes_with_one_name_are_not_published(fake: FakeApiServer, k
 # --- 10. no local variables in console tracebacks ----------------------------------------------
 
 
-def test_item10_console_tracebacks_are_plain(
+def test_console_tracebacks_are_plain(
     fake: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An internal error while a response is read: the frames above hold the
@@ -503,7 +497,7 @@ def test_item10_console_tracebacks_are_plain(
 # --- 11. bounded log volume ----------------------------------------------------------------------
 
 
-def test_item11_thousands_of_garbage_addresses_log_twenty_lines_and_a_total(
+def test_thousands_of_garbage_addresses_log_twenty_lines_and_a_total(
     fake: FakeApiServer, kubeconfig: str
 ) -> None:
     node = make_node("node-a", "10.0.0.1")
@@ -521,7 +515,7 @@ def test_item11_thousands_of_garbage_addresses_log_twenty_lines_and_a_total(
     assert len(json.dumps(run.events)) < 20_000  # 5 MB of addresses before
 
 
-def test_item11_a_huge_status_message_is_cut(fake: FakeApiServer, kubeconfig: str, tmp_path: Path) -> None:
+def test_a_huge_status_message_is_cut(fake: FakeApiServer, kubeconfig: str, tmp_path: Path) -> None:
     fake.set_nodes([make_node("node-a", "10.0.0.1")])
     status = {"kind": "Status", "code": 422, "reason": "Invalid", "message": "m" * (1 << 20)}
     fake.inject("PATCH", ".*", status=422, body=json.dumps(status).encode(), times=-1)
@@ -534,7 +528,7 @@ def test_item11_a_huge_status_message_is_cut(fake: FakeApiServer, kubeconfig: st
 
 
 @pytest.mark.real
-def test_item11_insecure_skip_tls_verify_warns_once_in_the_log(real: RealApiServer, tmp_path: Path) -> None:
+def test_insecure_skip_tls_verify_warns_once_in_the_log(real: RealApiServer, tmp_path: Path) -> None:
     ns = real.new_namespace()
     real.create_nodes([make_node("node-a", "10.0.0.1")])
     kubeconfig = Path(real.write_kubeconfig(tmp_path / "kubeconfig"))
@@ -559,9 +553,7 @@ def test_item11_insecure_skip_tls_verify_warns_once_in_the_log(real: RealApiServ
     assert events[-1]["event"] == "reconcile_finished" and events[-1]["requests"] > 1
 
 
-def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
-    fake: FakeApiServer, kubeconfig: str
-) -> None:
+def test_a_delete_answered_with_an_empty_object_is_not_counted(fake: FakeApiServer, kubeconfig: str) -> None:
     # Found by the fault soak: "{}" to a slice DELETE counted as deleted
     # while the slice stayed (and published a removed node's IP).
     args = ["--kubeconfig", kubeconfig, "--termination-log", "", "--max-endpoints-per-slice", "1"]
@@ -587,7 +579,7 @@ def test_item4_a_delete_answered_with_an_empty_object_is_not_counted(
     ],
     ids=["node-list", "slice-list"],
 )
-def test_item5_json_nested_too_deep_is_exit_4_not_a_bug(
+def test_json_nested_too_deep_is_exit_4_not_a_bug(
     path: str, body: bytes, fake: FakeApiServer, kubeconfig: str
 ) -> None:
     fake.set_nodes([make_node("node-a", "10.0.0.1")])
@@ -598,10 +590,8 @@ def test_item5_json_nested_too_deep_is_exit_4_not_a_bug(
     assert run.named("internal_error") == []
 
 
-def test_item5_a_member_larger_than_any_api_object_is_refused_unbuilt(
-    fake: FakeApiServer, kubeconfig: str
-) -> None:
-    # Issue 12: list items keep their members as raw JSON, decoded when read;
+def test_a_member_larger_than_any_api_object_is_refused_unbuilt(fake: FakeApiServer, kubeconfig: str) -> None:
+    # List items keep their members as raw JSON, decoded when read;
     # a slice whose endpoints are 4 MiB of "{}," (a million dicts if decoded)
     # cannot have been stored by a real server (3 MiB request limit).
     fake.set_nodes([make_node("node-a", "10.0.0.1")])

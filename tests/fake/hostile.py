@@ -1,6 +1,6 @@
 """A hostile API server: answers that a broken or malicious server could send.
 
-Used by tests/test_hostile.py and tests/test_signals.py, and by the memory
+Used by tests/fake/test_hostile.py and tests/fake/test_signals.py, and by the memory
 measurements in the README ("Hostile world"). Every answer goes to the real
 client over real HTTP on 127.0.0.1:
 
@@ -14,7 +14,7 @@ client over real HTTP on 127.0.0.1:
 * ``dense_slices``: one good node, then a slice list like ``dense`` (``{}`` items);
 * ``hang``: accept the connection and never answer (a signal must still end the run).
 
-Run as a process for measurements: ``python -m tests.hostile MODE [SIZE] --kubeconfig F``.
+Run as a process for measurements: ``python -m tests.fake.hostile MODE [SIZE] --kubeconfig F``.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@
 * ``Dockerfile``: parsed for what the image must be (two pinned stages,
   non-root, exec-form entrypoint, no tests inside) and linted with hadolint.
 
-``deploy/alerts.yaml`` is checked in ``tests/test_alerts.py`` (with the parts
+``deploy/alerts.yaml`` is checked in ``tests/deploy/test_alerts.py`` (with the parts
 of the CronJob the alerts depend on: failure policy, history, TTL), and
-``deploy/servicemonitor.yaml`` in ``tests/test_servicemonitor.py``.
+``deploy/servicemonitor.yaml`` in ``tests/deploy/test_servicemonitor.py``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from lib import config, desired
 from lib.config import Config
 from lib.exitcodes import ExitCode
 from lib.run import main
-from tests.docs import one, yaml_docs
+from tests.deploy.docs import one, yaml_docs
 from tests.fakeapi import FakeApiServer, Request, make_node
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: Oldest (pod failure policy on by default since 1.26; 1.29 is the oldest
 #: still-supported minor we validate) and newest schemas kubernetes-validate has.
@@ -198,7 +198,7 @@ def test_rbac_grants_exactly_what_the_reconciler_issues(fake: FakeApiServer, kub
     assert granted["ClusterRole"] | granted["Role"] == GRANTS
     # blockOwnerDeletion needs update on services/finalizers only under the
     # OwnerReferencesPermissionEnforcement admission plugin, which the fake does
-    # not model: tests/test_real_rbac.py proves that rule on the real server.
+    # not model: tests/real/test_real_rbac.py proves that rule on the real server.
     assert used | {("update", "", "services/finalizers")} == GRANTS
     # Cluster-scoped grants only for cluster-scoped resources, and the other way round.
     assert {resource for _, _, resource in granted["ClusterRole"]} == {"nodes"}

@@ -58,7 +58,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The chart's KubeJobFailed rule (kube-prometheus-stack 88.5.3), evaluated beside ours.
 #: kube-prometheus-stack's KubeJobFailed as rendered: material from outside, beside the checkout.
 KUBE_JOB_FAILED = ROOT.parent / "shared" / "reference" / "kube-prometheus-stack-88.5.3-KubeJobFailed.yaml"
@@ -331,7 +331,7 @@ ALERTS = (
     "KubeJobFailed",
 )
 
-#: The scenarios of the issue (tests/test_alerts.py asserts on the same tables).
+#: The scenarios of the issue (tests/deploy/test_alerts.py asserts on the same tables).
 SCENARIOS: dict[str, list[str]] = {
     "healthy": runs(("ok", 90)),
     "one policy failure": runs(("ok", 10), ("policy", 1), ("ok", 79)),

@@ -1,4 +1,4 @@
-"""Issue 10, item 6: SIGTERM and SIGINT end a run cleanly, PID 1 included.
+"""SIGTERM and SIGINT end a run cleanly, PID 1 included.
 
 A deleted pod or a Job deadline sends SIGTERM; Ctrl-C sends SIGINT. The run
 must stop before its next request, log its one ``reconcile_finished``
@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
+from tests.fake.hostile import HostileServer
 from tests.fakeapi import FakeApiServer, make_node
-from tests.hostile import HostileServer
 from tests.runs import run_main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(argv: list[str], tmp_path: Path, prefix: list[str] | None = None) -> subprocess.Popen[str]:

@@ -174,7 +174,7 @@ def test_the_slice_list_is_held_compressed() -> None:
     assert held < len(page) / 4, f"{held} bytes held for a {len(page)}-byte item"
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PAGES = """
 import sys
 from lib import kube

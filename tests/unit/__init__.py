@@ -1,0 +1,1 @@
+"""Pure core, table-driven: no server, no client, no I/O."""
