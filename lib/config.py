@@ -23,8 +23,12 @@ MAX_SLICE_CAPACITY = 1000  # the API server's own limit per EndpointSlice
 # Matched with fullmatch, never match: "$" also matches before a trailing
 # newline, and "kube-system\n" would reach the API server (and fail only
 # there, after requests, as a rejected write).
-# A DNS-1123 label (Service, namespace and slice names must be one).
+# A DNS-1123 label (namespace and slice names must be one).
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# A DNS-1035 label: a Service name must start with a letter, or the API server
+# refuses it ("1kubelet"), after the run's reads.
+# https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#rfc-1035-label-names
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 # A label value (the field manager is also the managed-by label value).
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # Numbers in ASCII only: int() and float() also take fullwidth and Arabic-Indic
@@ -251,10 +255,11 @@ def _validate(cfg: Config) -> None:
         raise UsageError(f"--timeout {cfg.timeout:g}: must be more than 0 and at most 3600 seconds")
     if not _DNS_LABEL.fullmatch(cfg.namespace) or len(cfg.namespace) > 63:
         raise UsageError(f"--namespace {cfg.namespace!r}: not a valid namespace name")
-    if not _DNS_LABEL.fullmatch(cfg.service_name) or len(cfg.service_name) > 63 - _SLICE_SUFFIX_ROOM:
+    if not _DNS1035_LABEL.fullmatch(cfg.service_name) or len(cfg.service_name) > 63 - _SLICE_SUFFIX_ROOM:
         raise UsageError(
-            f"--service-name {cfg.service_name!r}: must be a DNS label of at most "
-            f"{63 - _SLICE_SUFFIX_ROOM} characters (slice names add a suffix)"
+            f"--service-name {cfg.service_name!r}: must be a Service name (DNS-1035 label: a lower-case"
+            f" letter first, then letters, digits or '-', ending in a letter or digit) of at most"
+            f" {63 - _SLICE_SUFFIX_ROOM} characters (slice names add a suffix)"
         )
     if not _LABEL_VALUE.fullmatch(cfg.field_manager) or len(cfg.field_manager) > 63:
         raise UsageError(

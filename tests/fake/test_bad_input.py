@@ -164,6 +164,13 @@ CASES = [
         flags=("--node-selector", "tier in ()"),
     ),
     Case(
+        "--service-name 1kubelet: a Service name starts with a letter",
+        2,
+        r"--service-name '1kubelet'.*DNS-1035",
+        flags=("--service-name", "1kubelet"),
+        no_request=True,
+    ),
+    Case(
         "--max-endpoints-per-slice 0",
         2,
         r"--max-endpoints-per-slice 0",

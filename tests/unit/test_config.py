@@ -292,6 +292,9 @@ BAD = [
     (["--service-name", "Kubelet"], "--service-name"),
     (["--service-name", "kube.let"], "--service-name"),
     (["--service-name", "kubelet-"], "--service-name"),
+    # A Service name is a DNS-1035 label: a letter first.
+    (["--service-name", "1kubelet"], "--service-name"),
+    (["--service-name", "-kubelet"], "--service-name"),
     # The slice suffix ("-ipv6-<n>") must still fit in 63 characters.
     (["--service-name", "a" * 60], "--service-name"),
     (["--field-manager", ""], "--field-manager"),
