@@ -94,14 +94,16 @@ class Plan:
 
     steps: tuple[Step, ...]
     warnings: tuple[Warning, ...] = ()
-    empties: bool = False  # would replace a non-empty published set with an empty one
+    #: IPs Prometheus discovers through our Service now that the plan would leave
+    #: it with none (0: the guard does not trip), whoever published them.
+    empties: int = 0
     complete: bool = True
 
 
 def build(cfg: Config, sel: Selection, live: Live) -> Plan:
     """The plan that brings ``live`` to the desired state of ``sel``."""
     warnings: list[Warning] = list(_warnings(live))
-    empties = not sel.published and bool(live.published(cfg.manages_endpoints, cfg.manages_slices))
+    empties = 0 if sel.published else len(_lost(cfg, live))
     steps = _object_steps(
         cfg, "Service", cfg.service_name, partial(desired.service, cfg), live.service, warnings
     )
@@ -128,6 +130,19 @@ def build(cfg: Config, sel: Selection, live: Live) -> Plan:
         if cfg.take_over:
             steps.extend(Delete(s.name, s.resource_version, foreign=True) for s in live.foreign_slices())
     return Plan(tuple(steps), tuple(warnings), empties)
+
+
+def _lost(cfg: Config, live: Live) -> set[IPAddress]:
+    """Every IP Prometheus finds through our Service now that a run publishing nothing would remove.
+
+    Ours, and the foreign slices of our Service that --take-over would delete:
+    the empty-set guard counts what Prometheus loses, whoever published it
+    (docs/behaviour.md "Safety").
+    """
+    lost = live.published(cfg.manages_endpoints, cfg.manages_slices)
+    if cfg.take_over and cfg.manages_slices:
+        lost.update(ip for s in live.foreign_slices() for ip in s.ips())
+    return lost
 
 
 def _object_steps(

@@ -203,9 +203,8 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
                 logger.warning(w.event, **w.fields)
         if p.empties and not cfg.allow_empty:
             raise SafetyGuard(
-                f"refusing to replace {len(live.published(cfg.manages_endpoints, cfg.manages_slices))}"
-                f" published IPs with none ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes);"
-                " --allow-empty permits it"
+                f"refusing to replace {p.empties} published IPs with none"
+                f" ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes); --allow-empty permits it"
             )
         # The resourceVersion of every slice of our Service once our writes are made.
         versions = {s.name: s.resource_version or "" for s in live.slices}

@@ -504,6 +504,42 @@ def test_empty_set_never_replaces_a_published_one(fake: FakeApiServer, run: Any)
     assert run().code == 0
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_take_over_never_deletes_the_last_targets_prometheus_has(
+    fake: FakeApiServer, run: Any, dry_run: bool
+) -> None:
+    # prometheus-operator's slice is all Prometheus discovers; no node is
+    # eligible (a --node-selector matching nothing): deleting it would leave
+    # no kubelet target at all, so the guard trips, dry run or not.
+    fake.apply_as(
+        "prometheus-operator",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubelet-abcde",
+                "namespace": NS,
+                "labels": {
+                    "kubernetes.io/service-name": "kubelet",
+                    "endpointslice.kubernetes.io/managed-by": "prometheus-operator",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n0000"}],
+        },
+    )
+    fake.set_nodes(nodes(2))
+    before = versions(fake)
+    flags = ["--resources", "endpointslices", "--take-over", "--node-selector", "role=none"]
+    r = run(*flags, *(["--dry-run"] if dry_run else []))
+    assert r.code == ExitCode.SAFETY_GUARD, r.finished
+    assert "refusing to replace 1 published IPs" in r.finished["reason"]
+    assert writes(fake) == [] and versions(fake) == before
+    # Told to, it goes ahead: the operator's slice is deleted, nothing replaces it.
+    assert run(*flags, "--allow-empty").code == 0
+    assert fake.objects("EndpointSlice", NS) == []
+
+
 def test_a_run_that_deletes_its_last_slice_reads_the_empty_metadata_list_as_empty(
     fake: FakeApiServer, run: Any
 ) -> None:

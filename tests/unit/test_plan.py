@@ -269,7 +269,34 @@ def test_live_ips(resources: tuple[str, ...], live: Live, expected: set[str]) ->
     ],
 )
 def test_empty_set_guard(nodes: list[dict[str, Any]], live: Live, trips: bool) -> None:
-    assert plan.build(Config(), selection(*nodes), live).empties is trips
+    assert bool(plan.build(Config(), selection(*nodes), live).empties) is trips
+
+
+OPERATOR_SLICE = _slice("kubelet-abcde", "10.0.0.1", "10.0.0.2", manager="prometheus-operator")
+
+
+@pytest.mark.parametrize(
+    ("flags", "live", "lost"),
+    [
+        # --take-over would delete the operator's slices: Prometheus loses their IPs too.
+        pytest.param({"take_over": True}, Live(slices=(OPERATOR_SLICE,)), 2, id="take-over-foreign-only"),
+        pytest.param(
+            {"take_over": True},
+            Live(slices=(OPERATOR_SLICE, _slice("kubelet-ipv4-0", "10.0.0.2", "10.0.0.3"))),
+            3,
+            id="take-over-foreign-and-ours",
+        ),
+        # Without --take-over the operator's slices stay: nothing of theirs is lost.
+        pytest.param({}, Live(slices=(OPERATOR_SLICE,)), 0, id="foreign-left-alone"),
+        pytest.param({"take_over": True, "resources": ("endpoints",)}, Live(slices=(OPERATOR_SLICE,)), 0,
+                     id="slices-not-managed"),  # fmt: skip
+    ],
+)
+def test_the_empty_set_guard_counts_what_prometheus_would_lose_whoever_published_it(
+    flags: dict[str, Any], live: Live, lost: int
+) -> None:
+    cfg = Config(**{"resources": SLICES_ONLY, **flags})
+    assert plan.build(cfg, selection(), live).empties == lost
 
 
 # --- slices ----------------------------------------------------------------------
