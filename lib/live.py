@@ -116,12 +116,18 @@ class LiveObject:
 @dataclass(frozen=True)
 class Live:
     """What a run read: our Service, Endpoints, every slice labelled with our Service's name,
-    and the names of other Services in the namespace labelled ``k8s-app: kubelet``."""
+    the names of other Services in the namespace labelled ``k8s-app: kubelet``, and
+    (when a slice is to be created) the names other slices of the namespace hold."""
 
     service: LiveObject | None = None
     endpoints: LiveObject | None = None
     slices: tuple[LiveObject, ...] = ()
     kubelet_services: tuple[str, ...] = ()
+    #: Names of the namespace's other slices (not labelled with our Service's
+    #: name), read only when a plan would create a slice: no new slice takes one.
+    other_slice_names: frozenset[str] = frozenset()
+    #: Those of them a plan would have used: another Service's slices, never written.
+    name_taken: tuple[LiveObject, ...] = ()
 
     def ours(self) -> list[LiveObject]:
         return [s for s in self.slices if s.ours]

@@ -145,6 +145,16 @@ def _lost(cfg: Config, live: Live) -> set[IPAddress]:
     return lost
 
 
+def new_slices(p: Plan, live: Live) -> list[str]:
+    """Names of the slices ``p`` would create that ``live`` knows nothing of (not ours, not taken)."""
+    known = {s.name for s in live.slices} | live.other_slice_names
+    return [
+        step.name
+        for step in p.steps
+        if isinstance(step, Apply) and step.kind == "EndpointSlice" and step.name not in known
+    ]
+
+
 def _object_steps(
     cfg: Config,
     kind: str,
@@ -200,6 +210,16 @@ def _warnings(live: Live) -> Iterable[Warning]:
                 " --take-over deletes them",
             },
         )
+    for s in live.name_taken:
+        yield Warning(
+            "endpointslice_name_taken",
+            {
+                "name": s.name,
+                "service": s.labels.get(desired.SERVICE_NAME_LABEL, ""),
+                "managed_by": s.labels.get(desired.SLICE_MANAGED_BY, ""),
+                "hint": "another Service's slice holds this name: left alone, ours published under another",
+            },
+        )
     if live.kubelet_services:
         yield Warning(
             "foreign_kubelet_service",
@@ -231,7 +251,9 @@ def _slice_steps(
     for version, family in FAMILIES.items():
         prefix = f"{cfg.service_name}-ipv{version}-"
         mine = {name: s.addresses for name, s in ours.items() if s.address_type == family}
-        taken = [s.name for s in live.slices if s.name not in mine]
+        # Names are the only identity the API server checks: a forced apply by
+        # name would take over another Service's slice of that name.
+        taken = [s.name for s in live.slices if s.name not in mine] + sorted(live.other_slice_names)
         placement = place(prefix, sel.ips(version), mine, cfg.max_endpoints_per_slice, taken)
         for placed in placement.slices:
             placed_names.add(placed.name)

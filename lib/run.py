@@ -195,8 +195,7 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
         logger.warning("ip_conflict", ip=c.ip, winner=c.winner, losers=list(c.losers))
 
     for attempt in range(MAX_REPLANS + 1):
-        live = _read_live(cfg, api)
-        p = plan.build(cfg, sel, live)
+        p, live = _plan(cfg, api, sel, _read_live(cfg, api))
         if attempt == 0:
             summary.changes = plan.changes(cfg, sel, live)
             for w in p.warnings:
@@ -213,8 +212,8 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             if not p.complete and service is not None:
                 # The Service is new: plan the rest with its uid, from the apply's
                 # answer (a dry run stores nothing to read back).
-                rest = plan.build(
-                    cfg, sel, replace(live, service=view(service, "Service", cfg.field_manager))
+                rest, live = _plan(
+                    cfg, api, sel, replace(live, service=view(service, "Service", cfg.field_manager))
                 )
                 for w in rest.warnings:
                     if attempt == 0 and w not in p.warnings:
@@ -242,6 +241,30 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             raise WriteConflict(reason)
         logger.warning("write_conflict", reason=reason, attempt=attempt + 1)
     summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+
+def _plan(cfg: Config, api: Api, sel: desired.Selection, live: Live) -> tuple[plan.Plan, Live]:
+    """The plan, with no new slice named as one of another Service (and the live view it used).
+
+    Our slice list is by our Service's label, so a slice of another Service
+    named as ours would be is unseen there, and a forced apply by name would
+    take it over. Only a plan that creates a slice reads the namespace's
+    slice names (one metadata-only list; an unchanged run makes none), then
+    reads each it would have used, for the warning, and plans around them all.
+    """
+    p = plan.build(cfg, sel, live)
+    new = plan.new_slices(p, live)
+    if not new:
+        return p, live
+    names = set(api.versions(object_path("EndpointSlice", cfg.namespace), "")) - {s.name for s in live.slices}
+    taken = []
+    for name in new:
+        if name in names and (obj := api.get(object_path("EndpointSlice", cfg.namespace, name))) is not None:
+            taken.append(view(obj, "EndpointSlice", cfg.field_manager))
+    if not taken:
+        return p, live
+    live = replace(live, other_slice_names=frozenset(names), name_taken=(*live.name_taken, *taken))
+    return plan.build(cfg, sel, live), live
 
 
 def _drained(items: list[_T]) -> Iterator[_T]:

@@ -254,7 +254,8 @@ def test_after_its_writes_a_run_reads_the_slices_versions_not_the_slices(
 ) -> None:
     fake.set_nodes(nodes(5))
     assert run("--max-endpoints-per-slice", "2").code == 0
-    assert _slice_reads(fake) == ["whole", "versions"]
+    # A run that creates slices first reads the names the namespace's slices hold.
+    assert _slice_reads(fake) == ["whole", "versions", "versions"]
     fake.set_nodes(nodes(4))  # one node goes: one slice rewritten
     fake.clear_log()
     assert run("--max-endpoints-per-slice", "2").code == 0
@@ -376,6 +377,49 @@ def test_foreign_slice_is_left_alone_and_named(fake: FakeApiServer, run: Any) ->
     assert warning["names"] == ["kubelet-ipv4-0"]
     assert set(slice_ips(fake)) == {"kubelet-ipv4-0", "kubelet-ipv4-1"}
     assert all(not w.endswith("/kubelet-ipv4-0") for w in writes(fake))
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_slice_of_another_service_with_one_of_our_names_is_never_written(
+    fake: FakeApiServer, run: Any, dry_run: bool
+) -> None:
+    other = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubelet-ipv4-0",
+            "namespace": NS,
+            "labels": {
+                "kubernetes.io/service-name": "other",
+                "endpointslice.kubernetes.io/managed-by": "other-controller",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.168.9.9"]}],
+    }
+    stored = fake.apply_as("other-controller", other)
+    fake.set_nodes(nodes(3))
+    r = run("--dry-run") if dry_run else run()
+    assert r.code == 0, r.finished
+    (warning,) = r.named("endpointslice_name_taken")
+    assert (warning["name"], warning["service"], warning["managed_by"]) == (
+        "kubelet-ipv4-0",
+        "other",
+        "other-controller",
+    )
+    assert fake.get_object("EndpointSlice", NS, "kubelet-ipv4-0") == stored
+    assert all(not w.endswith("/kubelet-ipv4-0") for w in writes(fake))
+    if dry_run:
+        return
+    # Every IP published all the same, under a name of our own.
+    ours = {
+        s["metadata"]["name"]: [e["addresses"][0] for e in s["endpoints"]]
+        for s in fake.objects("EndpointSlice", NS)
+        if s["metadata"]["labels"]["kubernetes.io/service-name"] == "kubelet"
+    }
+    assert ours == {"kubelet-ipv4-1": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]}
+    fake.clear_log()
+    assert run().code == 0 and writes(fake) == []  # and the next run changes nothing
 
 
 def test_endpoints_truncated_at_1000_with_the_over_capacity_annotation(fake: FakeApiServer, run: Any) -> None:

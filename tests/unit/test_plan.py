@@ -288,8 +288,12 @@ OPERATOR_SLICE = _slice("kubelet-abcde", "10.0.0.1", "10.0.0.2", manager="promet
         ),
         # Without --take-over the operator's slices stay: nothing of theirs is lost.
         pytest.param({}, Live(slices=(OPERATOR_SLICE,)), 0, id="foreign-left-alone"),
-        pytest.param({"take_over": True, "resources": ("endpoints",)}, Live(slices=(OPERATOR_SLICE,)), 0,
-                     id="slices-not-managed"),  # fmt: skip
+        pytest.param(
+            {"take_over": True, "resources": ("endpoints",)},
+            Live(slices=(OPERATOR_SLICE,)),
+            0,
+            id="slices-not-managed",
+        ),
     ],
 )
 def test_the_empty_set_guard_counts_what_prometheus_would_lose_whoever_published_it(
