@@ -20,9 +20,19 @@ import msgspec
 from lib.config import Config
 from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
 
-#: The Endpoints API's own cap; above it the slices carry the full set.
-#: https://kubernetes.io/docs/concepts/services-networking/service/#over-capacity-endpoints
-ENDPOINTS_CAPACITY = 1000
+#: The largest Endpoints apply body we send, in bytes of JSON. Prometheus'
+#: default discovery role under prometheus-operator reads Endpoints, so every
+#: published address goes in while the object fits what the API server
+#: stores: etcd refuses a value over 1.5 MiB (--max-request-bytes) and
+#: kube-apiserver a request over 3 MiB. Stored as protobuf, an address takes
+#: no more than its JSON, and our managedFields entry for the atomic
+#: ``subsets`` is a few hundred bytes: 1 MiB of JSON leaves a third of etcd's
+#: limit spare. That is ~4,800 nodes with 40-character names, ~1,600 with
+#: 253-character ones (docs/operations.md "Large clusters"). The endpoints
+#: controller's cap of 1,000 addresses is a convention of its own, for
+#: Services whose Endpoints kube-proxy once read; nothing but Prometheus
+#: reads these.
+ENDPOINTS_MAX_BYTES = 1 << 20
 OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
 SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -191,11 +201,21 @@ def target_ref(node: NodeAddresses) -> dict[str, str]:
 @dataclass(frozen=True)
 class EndpointsPlan:
     body: dict[str, Any]
-    truncated_from: int | None = None  # total addresses when more than the cap
+    truncated_from: int | None = None  # total addresses when not all fit ENDPOINTS_MAX_BYTES
+
+
+def _address_bytes(n: NodeAddresses) -> int:
+    """The JSON size of ``n``'s Endpoints address and its comma, as :func:`encode` writes it.
+
+    Names, uids and IPs need no escaping (the API server allows none of
+    ``"``, ``\\`` or control characters in them), so the size is exact.
+    """
+    fixed = len('{"ip":"","nodeName":"","targetRef":{"apiVersion":"v1","kind":"Node","name":"","uid":""}},')
+    return fixed + len(str(n.primary)) + 2 * len(n.name) + len(n.uid)
 
 
 def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
-    """One subset, one address per node (its primary), sorted by IP."""
+    """One subset, one address per node (its primary), sorted by IP; cut only past ENDPOINTS_MAX_BYTES."""
     labels = common_labels(cfg)
     if cfg.manages_slices:
         # The EndpointSlice mirroring controller would otherwise copy our
@@ -204,10 +224,21 @@ def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
     meta = _meta(cfg, cfg.service_name, labels)
     published = sel.published
     truncated_from = None
-    if len(published) > ENDPOINTS_CAPACITY:
-        # Cut before building: 15,000 address dicts for 1,000 kept were 7 MB.
+    # Room for everything but the addresses, the truncation annotation included.
+    size = (
+        len(encode({"metadata": {**meta, "annotations": {OVER_CAPACITY: "truncated"}}, "p": ports(cfg)}))
+        + 200
+    )
+    fit = 0
+    for n in published:
+        size += _address_bytes(n)
+        if size > ENDPOINTS_MAX_BYTES:
+            break
+        fit += 1
+    if fit < len(published):
+        # Cut before building: address dicts for nodes left out are never made.
         truncated_from = len(published)
-        published = published[:ENDPOINTS_CAPACITY]
+        published = published[:fit]
         meta["annotations"] = {OVER_CAPACITY: "truncated"}
     addresses = [{"ip": str(n.primary), "nodeName": n.name, "targetRef": target_ref(n)} for n in published]
     body: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta}

@@ -117,8 +117,11 @@ def build(cfg: Config, sel: Selection, live: Live) -> Plan:
                     "endpoints_truncated",
                     {
                         "addresses": ep.truncated_from,
-                        "written": desired.ENDPOINTS_CAPACITY,
+                        "written": sum(len(sub["addresses"]) for sub in ep.body.get("subsets", ())),
+                        "max_bytes": desired.ENDPOINTS_MAX_BYTES,
                         "annotation": desired.OVER_CAPACITY,
+                        "hint": "the rest would make the Endpoints too large for etcd; Prometheus discovers"
+                        " every kubelet with serviceDiscoveryRole: EndpointSlice (the slices hold them all)",
                     },
                 )
             )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lib import kube
+from lib import desired, kube
 from lib.exitcodes import ExitCode
 from lib.run import main
 from tests.fakeapi import FakeApiServer, Request, make_node
@@ -422,22 +422,37 @@ def test_a_slice_of_another_service_with_one_of_our_names_is_never_written(
     assert run().code == 0 and writes(fake) == []  # and the next run changes nothing
 
 
-def test_endpoints_truncated_at_1000_with_the_over_capacity_annotation(fake: FakeApiServer, run: Any) -> None:
-    fake.set_nodes(nodes(1003))
+def test_endpoints_hold_every_address_past_1000_and_are_cut_only_past_the_size_bound(
+    fake: FakeApiServer, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.set_nodes(nodes(1100))
     r = run("--max-endpoints-per-slice", "1000")
     assert r.code == 0
     ep = fake.get_object("Endpoints", NS, "kubelet")
     assert ep is not None
-    assert len(ep["subsets"][0]["addresses"]) == 1000
-    assert ep["metadata"]["annotations"] == {"endpoints.kubernetes.io/over-capacity": "truncated"}
-    assert sum(len(v) for v in slice_ips(fake).values()) == 1003
-    assert r.named("endpoints_truncated")[0]["addresses"] == 1003
+    assert len(ep["subsets"][0]["addresses"]) == 1100  # the endpoints controller's 1,000 is not ours
+    assert "annotations" not in ep["metadata"] and r.named("endpoints_truncated") == []
 
-    # Back under the cap: the annotation goes (omitting it removes ours).
-    fake.set_nodes(nodes(10))
+    # Past the bound (made small here: 1,100 addresses are ~150 KB): cut, annotated, warned.
+    monkeypatch.setattr(desired, "ENDPOINTS_MAX_BYTES", 64 << 10)
+    r = run("--max-endpoints-per-slice", "1000")
+    assert r.code == 0
+    ep = fake.get_object("Endpoints", NS, "kubelet")
+    assert ep is not None
+    kept = len(ep["subsets"][0]["addresses"])
+    assert 300 < kept < 1100
+    assert ep["metadata"]["annotations"] == {"endpoints.kubernetes.io/over-capacity": "truncated"}
+    (warning,) = r.named("endpoints_truncated")
+    assert (warning["addresses"], warning["written"], warning["max_bytes"]) == (1100, kept, 64 << 10)
+    assert "serviceDiscoveryRole: EndpointSlice" in warning["hint"]
+    assert sum(len(v) for v in slice_ips(fake).values()) == 1100  # the slices hold every one
+
+    # Back under the bound: the annotation goes (omitting it removes ours).
+    monkeypatch.undo()
     assert run("--max-endpoints-per-slice", "1000").code == 0
     ep = fake.get_object("Endpoints", NS, "kubelet")
     assert ep is not None and "annotations" not in ep["metadata"]
+    assert len(ep["subsets"][0]["addresses"]) == 1100
 
 
 @pytest.mark.parametrize(

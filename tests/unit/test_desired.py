@@ -8,9 +8,11 @@ newest node wins an IP, and the loser is excluded entirely.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import tracemalloc
+import uuid
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from lib.config import Config
 from lib.desired import (
-    ENDPOINTS_CAPACITY,
+    ENDPOINTS_MAX_BYTES,
     Diff,
     IPConflict,
     Selection,
@@ -462,22 +464,58 @@ def _many(count: int) -> Selection:
     return select(nodes[::-1], "internal")
 
 
-def test_endpoints_truncated_at_1000_with_over_capacity_annotation() -> None:
-    plan = endpoints(Config(), _many(ENDPOINTS_CAPACITY + 1))
-    assert ENDPOINTS_CAPACITY == 1000
-    assert plan.truncated_from == 1001
-    assert plan.body["metadata"]["annotations"] == {"endpoints.kubernetes.io/over-capacity": "truncated"}
-    addresses = plan.body["subsets"][0]["addresses"]
-    assert len(addresses) == 1000
-    assert addresses[0]["ip"] == "10.0.0.0"
-    assert addresses[-1]["ip"] == str(ipaddress.IPv4Address(0x0A000000 + 999))
-
-
-def test_endpoints_at_exactly_1000_is_not_truncated() -> None:
-    plan = endpoints(Config(), _many(ENDPOINTS_CAPACITY))
+def test_endpoints_hold_more_than_a_thousand_addresses() -> None:
+    # The endpoints controller's 1,000 is not ours: Prometheus' default role reads these.
+    plan = endpoints(Config(), _many(1100))
     assert plan.truncated_from is None
     assert "annotations" not in plan.body["metadata"]
-    assert len(plan.body["subsets"][0]["addresses"]) == 1000
+    assert len(plan.body["subsets"][0]["addresses"]) == 1100
+
+
+def _named(count: int, length: int) -> Selection:
+    """``count`` nodes with names of ``length`` characters and real (36-character) uids; in reverse."""
+    nodes = [
+        dataclasses.replace(
+            node(f"{'n' * (length - 8)}-{i:07d}", str(ipaddress.IPv4Address(0x0A000000 + i))),
+            uid=str(uuid.UUID(int=i)),
+        )
+        for i in range(count)
+    ]
+    return select(nodes[::-1], "internal")
+
+
+def _long_named(count: int) -> Selection:
+    return _named(count, 253)  # the longest node name (a DNS subdomain)
+
+
+def _fitting(sel: Selection) -> int:
+    """How many of ``sel``'s addresses the bound takes (one more would not fit)."""
+    return len(endpoints(Config(), sel).body["subsets"][0]["addresses"])
+
+
+@pytest.mark.parametrize("make", [_many, _long_named], ids=["short-names", "253-character-names"])
+def test_endpoints_are_cut_only_past_the_size_bound(make: Any) -> None:
+    fit = _fitting(make(20_000))
+    assert fit < 20_000
+    under = endpoints(Config(), make(fit))
+    assert under.truncated_from is None and "annotations" not in under.body["metadata"]
+    assert len(encode(under.body)) <= ENDPOINTS_MAX_BYTES
+
+    over = endpoints(Config(), make(fit + 1))
+    assert over.truncated_from == fit + 1
+    assert over.body["metadata"]["annotations"] == {"endpoints.kubernetes.io/over-capacity": "truncated"}
+    addresses = over.body["subsets"][0]["addresses"]
+    assert len(addresses) == fit
+    assert len(encode(over.body)) <= ENDPOINTS_MAX_BYTES
+    # The cut is by IP (the input came in reverse), and tight: within one address of the bound.
+    assert addresses[0]["ip"] == "10.0.0.0"
+    assert len(encode(over.body)) + len(encode(addresses[-1])) + 250 > ENDPOINTS_MAX_BYTES
+
+
+@pytest.mark.parametrize(("length", "nodes"), [(20, 5900), (40, 4800), (63, 4000), (253, 1600)])
+def test_the_size_bound_takes_the_cluster_sizes_operations_md_gives(length: int, nodes: int) -> None:
+    # docs/operations.md "Large clusters": the node counts the Endpoints hold whole.
+    assert nodes <= _fitting(_named(20_000, length)) < nodes * 1.1
 
 
 def _slice_endpoints(sel: Selection, version: int) -> list[dict[str, Any]]:
