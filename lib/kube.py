@@ -16,6 +16,7 @@ deadline; every request's own timeout is cut to what is left of it.
 from __future__ import annotations
 
 import gc
+import http
 import logging
 import math
 import mmap
@@ -105,10 +106,21 @@ class Deadline:
             signal.signal(signal.SIGALRM, previous)
 
 
+def _phrase(status: int, reason: str) -> str:
+    """The Status reason, else the HTTP reason phrase (a proxy's 404 page has no Status)."""
+    if reason:
+        return reason
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"
+
+
 class HttpError(Exception):
     """A non-transient, non-auth error status; callers decide what it means."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
+        reason = _phrase(status, reason)
         super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
         self.status = status
         self.reason = reason
@@ -162,6 +174,8 @@ def _status_text(body: bytes | bytearray | memoryview) -> tuple[str, str]:
     return _one_line(reason)[:256], _one_line(message)[:256]
 
 
+#: What Go's net/http TLS server answers (400) to a plain-HTTP request.
+_PLAIN_HTTP_TO_TLS = b"Client sent an HTTP request to an HTTPS server"
 #: The 2xx answers a request of ours can have (200, 201 on create, 202 on delete).
 _SUCCESS = {200, 201, 202}
 #: No response body is read past this: a real node page of 500 nodes is ~10 MB.
@@ -586,7 +600,10 @@ def remove_temp_files() -> None:
 
 
 def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One redacted line of at most 300 characters; an exception without text gives its type's name."""
+    text = " ".join(str(exc).split())
+    if not text and isinstance(exc, BaseException):
+        text = type(exc).__name__
     return log.redact(text)[:300]
 
 
@@ -953,7 +970,13 @@ class Api:
         if status >= 400:
             reason, message = _status_text(data)
             if status in (401, 403):
-                raise Forbidden(f"{method} {path}: {status} {reason or 'Forbidden'}: {message}".strip(": "))
+                raise Forbidden(f"{method} {path}: {status} {_phrase(status, reason)}: {message}".strip(": "))
+            if status == 400 and bytes(data[:80]).startswith(_PLAIN_HTTP_TO_TLS):
+                # Go's TLS server answers a plain-HTTP request so: no retry fixes a URL.
+                raise ConfigError(
+                    f"{method} {path}: the API server speaks TLS: its server URL in the kubeconfig must"
+                    " start with https://, not http://"
+                )
             raise HttpError(status, reason, message)
         if status not in _SUCCESS:
             # A redirect (the client follows none: it would resend the token
@@ -1013,9 +1036,12 @@ class Api:
                     return self._once(method, path, query, body, content_type, expect, decode, accept, into)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
+            late = ""
+            if exc.retry_after is not None and exc.retry_after > self.deadline.remaining() - MIN_ATTEMPT_S:
+                late = f"; the server asked to retry after {exc.retry_after:g}s, past the run's deadline"
             raise ApiUnavailable(
                 f"{method} {path}: {exc} (after {tries} attempts in {time.monotonic() - started:.1f}s,"
-                f" deadline {self.deadline.seconds:g}s)"
+                f" deadline {self.deadline.seconds:g}s{late})"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -150,6 +150,33 @@ CASES = [
         r"response is a JSON list, not an object",
         setup=_inject("GET", NODES, body=b"[1, 2, 3]"),
     ),
+    # --- what the reason says when the server says little ----------------------------
+    Case(
+        "403 whose Status has no reason: the HTTP phrase, never a type name",
+        5,
+        r"GET /api/v1/nodes: 403 Forbidden: Access denied by webhook$",
+        setup=_inject(
+            "GET", NODES, status=403, body=b'{"kind":"Status","message":"Access denied by webhook"}'
+        ),
+    ),
+    Case(
+        "404 answered by an HTML page (a proxy)",
+        4,
+        r"unexpected 404 Not Found: <html>not here</html>",
+        setup=_inject("GET", NODES, status=404, body=b"<html>not here</html>"),
+    ),
+    Case(
+        "429 whose Retry-After is past the deadline",
+        4,
+        r"429 .*the server asked to retry after 120s, past the run's deadline",
+        setup=_inject("GET", NODES, status=429, retry_after="120"),
+    ),
+    Case(
+        "http:// to the API server's TLS port",
+        3,
+        r"speaks TLS.*must start with https://",
+        setup=_inject("GET", NODES, status=400, body=b"Client sent an HTTP request to an HTTPS server.\n"),
+    ),
     # --- usage: exit 2 ---------------------------------------------------------------
     Case(
         "label selector the server rejects",

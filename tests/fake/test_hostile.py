@@ -161,6 +161,22 @@ def test_the_real_server_accepts_a_trimmed_token(real: RealApiServer, tmp_path: 
     assert real.admin_token not in _everything(run)
 
 
+@pytest.mark.real
+def test_http_to_the_real_servers_tls_port_is_a_configuration_error(
+    real: RealApiServer, tmp_path: Path
+) -> None:
+    kubeconfig = Path(real.write_kubeconfig(tmp_path / "kubeconfig"))
+    text = kubeconfig.read_text(encoding="utf-8")
+    assert real.url.startswith("https://") and real.url in text
+    kubeconfig.write_text(
+        text.replace(real.url, real.url.replace("https://", "http://", 1)), encoding="utf-8"
+    )
+    run = run_main(["--kubeconfig", str(kubeconfig), "--termination-log", "", "--timeout", "5"], {})
+    assert run.code == 3, run.finished
+    assert "speaks TLS" in run.finished["reason"] and run.finished["requests"] == 1
+    assert real.admin_token not in _everything(run)
+
+
 # --- 3. a failing exec credential plugin ---------------------------------------------------
 
 
