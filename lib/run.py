@@ -248,22 +248,27 @@ def _plan(cfg: Config, api: Api, sel: desired.Selection, live: Live) -> tuple[pl
 
     Our slice list is by our Service's label, so a slice of another Service
     named as ours would be is unseen there, and a forced apply by name would
-    take it over. Only a plan that creates a slice reads the namespace's
-    slice names (one metadata-only list; an unchanged run makes none), then
-    reads each it would have used, for the warning, and plans around them all.
+    take it over. Only a plan that creates a slice lists the namespace's
+    other slices (every slice not labelled for our Service; an unchanged run
+    makes no such list; a list, not a GET by name: the Role grants list, not
+    get, on slices), and plans around their names.
     """
     p = plan.build(cfg, sel, live)
     new = plan.new_slices(p, live)
     if not new:
         return p, live
-    names = set(api.versions(object_path("EndpointSlice", cfg.namespace), "")) - {s.name for s in live.slices}
-    taken = []
-    for name in new:
-        if name in names and (obj := api.get(object_path("EndpointSlice", cfg.namespace, name))) is not None:
-            taken.append(view(obj, "EndpointSlice", cfg.field_manager))
+    others = [
+        view(s, "EndpointSlice", cfg.field_manager)
+        for s in api.list(
+            object_path("EndpointSlice", cfg.namespace), f"{desired.SERVICE_NAME_LABEL}!={cfg.service_name}"
+        )
+    ]
+    taken = [o for o in others if o.name in new]
     if not taken:
         return p, live
-    live = replace(live, other_slice_names=frozenset(names), name_taken=(*live.name_taken, *taken))
+    live = replace(
+        live, other_slice_names=frozenset(o.name for o in others), name_taken=(*live.name_taken, *taken)
+    )
     return plan.build(cfg, sel, live), live
 
 

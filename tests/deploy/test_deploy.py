@@ -170,6 +170,17 @@ def test_rbac_grants_exactly_what_the_reconciler_issues(fake: FakeApiServer, kub
     dual = make_node("node-6", [("InternalIP", "10.0.0.6"), ("InternalIP", "fd00::6")])
     fake.set_nodes([*nodes, dual])
     fake.put_object(_foreign_slice())
+    # Another Service's slice holding a name ours would take: named around, never read by name.
+    fake.put_object(
+        {
+            **_foreign_slice(),
+            "metadata": {
+                "name": "kubelet-ipv4-1",
+                "namespace": "kube-system",
+                "labels": {desired.SERVICE_NAME_LABEL: "other", desired.SLICE_MANAGED_BY: "other-controller"},
+            },
+        }
+    )
     small = ("--max-endpoints-per-slice", "2")
 
     _run(kubeconfig, "--dry-run", *small)  # dry-run creates: nothing persisted

@@ -241,9 +241,13 @@ def test_second_run_writes_nothing_and_changes_no_resource_version(fake: FakeApi
 
 
 def _slice_reads(fake: FakeApiServer) -> list[str]:
-    """Each GET of the slice list, as "whole" or "versions" (metadata only)."""
+    """Each GET of the slice list: "whole" or "versions" (metadata only), "others" for other Services'."""
     return [
-        "versions" if "as=PartialObjectMetadataList" in q.headers.get("accept", "") else "whole"
+        "others"
+        if "!=" in q.query.get("labelSelector", "")
+        else "versions"
+        if "as=PartialObjectMetadataList" in q.headers.get("accept", "")
+        else "whole"
         for q in fake.requests
         if q.method == "GET" and q.path == "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
     ]
@@ -254,8 +258,8 @@ def test_after_its_writes_a_run_reads_the_slices_versions_not_the_slices(
 ) -> None:
     fake.set_nodes(nodes(5))
     assert run("--max-endpoints-per-slice", "2").code == 0
-    # A run that creates slices first reads the names the namespace's slices hold.
-    assert _slice_reads(fake) == ["whole", "versions", "versions"]
+    # A run that creates slices first lists the other Services' slices, for their names.
+    assert _slice_reads(fake) == ["whole", "others", "versions"]
     fake.set_nodes(nodes(4))  # one node goes: one slice rewritten
     fake.clear_log()
     assert run("--max-endpoints-per-slice", "2").code == 0
