@@ -465,22 +465,46 @@ def _read_kubeconfig(path: str) -> Any:
         raise ConfigError(f"cannot load {path}: YAML aliases of mappings or lists are not allowed") from None
 
 
-def _strings(doc: Any, out: set[str], depth: int = 0) -> None:
-    """Collect every string of a parsed document; register credential values as secrets."""
-    if depth > 50:
+#: Where a kubeconfig holds names and paths, not credentials (keys from the
+#: top, list indices skipped): these are shown in error messages, so that an
+#: operator sees which entry or file to fix. Every other string is redacted.
+_SHOWN = frozenset(
+    {
+        ("current-context",),
+        ("clusters", "name"),
+        ("contexts", "name"),
+        ("users", "name"),
+        ("clusters", "cluster", "certificate-authority"),
+        ("contexts", "context", "cluster"),
+        ("contexts", "context", "user"),
+        ("contexts", "context", "namespace"),
+        ("users", "user", "client-certificate"),
+        ("users", "user", "client-key"),
+        ("users", "user", "tokenFile"),
+    }
+)
+
+
+def _hidden_strings(doc: Any, out: set[str], path: tuple[str, ...] = ()) -> None:
+    """Collect the strings of a parsed kubeconfig an error message must not show.
+
+    Credential values are also registered as secrets, for every log line.
+    Names and paths (``_SHOWN``) are left out: they are what one fixes.
+    """
+    if len(path) > 50:
         return
     if isinstance(doc, dict):
         for key, value in doc.items():
             if key in _SECRET_KEYS and isinstance(value, str | int):
                 log.add_secret(str(value))
-            _strings(key, out, depth + 1)
-            _strings(value, out, depth + 1)
+            _hidden_strings(key, out, (*path, "#key"))
+            _hidden_strings(value, out, (*path, str(key)))
     elif isinstance(doc, list):
         for item in doc:
-            _strings(item, out, depth + 1)
+            _hidden_strings(item, out, path)
     elif isinstance(doc, str | int | float) and not isinstance(doc, bool):
         text = str(doc)
-        if len(text) >= 4 and text not in _FIELD_NAMES:
+        if len(text) >= 4 and text not in _FIELD_NAMES and path not in _SHOWN:
             out.add(text)
 
 
@@ -492,16 +516,31 @@ def _load_kubeconfig(
     for path in paths.split(kube_config.ENV_KUBECONFIG_PATH_SEPARATOR):
         path = os.path.expanduser(path)
         if path and os.path.exists(path):
-            _strings(_read_kubeconfig(path), contents)
+            _hidden_strings(_read_kubeconfig(path), contents)
     # persist_config=False: the loader must never write the user's file back.
     loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
         filename=paths, active_context=context, persist_config=False
     )
+    _check_user_entry(loader, paths)
     user = getattr(loader, "_user", None)
     command = user.value.get("exec", {}).get("command") if user is not None else None
     if isinstance(command, str):
         plugin.append(os.path.basename(command))  # its name, never its arguments
     loader.load_and_set(cfg)
+
+
+def _check_user_entry(loader: Any, source: str) -> None:
+    """A context naming a user with no users entry: the loader would go on with no credentials."""
+    context = loader._current_context
+    name = context["context"].safe_get("user")
+    if not name:
+        return
+    users = loader._config["users"] if loader._config.safe_get("users") else None
+    if users is None or users.get_with_name(name, safe=True) is None:
+        raise ConfigError(
+            f"cannot load {source}: context {context['name']} names user {name},"
+            " which has no entry in users: add it, or fix the context's user"
+        )
 
 
 def _config_problem(exc: Exception, contents: set[str]) -> str:
@@ -522,7 +561,8 @@ def _config_problem(exc: Exception, contents: set[str]) -> str:
         if key:
             text = f"invalid kubeconfig: missing key {key.group(1)}"
         elif named:
-            text = f"invalid kubeconfig: no {named.group(2)} entry named {named.group(1)}"
+            listed = named.group(2).rsplit("/", 1)[-1]  # the loader prefixes the file's path
+            text = f"invalid kubeconfig: no {listed} entry named {named.group(1)}"
         elif type(exc).__name__ == "ConfigException":
             text = f"invalid kubeconfig: {message}"
         else:

@@ -117,6 +117,52 @@ def test_yaml_errors_name_the_line_not_its_text(tmp_path: Path) -> None:
     assert SECRET not in _everything(run)
 
 
+# Names and paths are what an operator fixes: shown, while every credential stays hidden.
+NAMED = {
+    # case: (what is changed in a kubeconfig with a token and key data, what the reason names)
+    "missing CA file": (
+        lambda doc, tmp: doc["clusters"][0]["cluster"].update(
+            {"server": "https://127.0.0.1:1", "certificate-authority": f"{tmp}/missing-ca.crt"}
+        ),
+        r"missing-ca\.crt",
+    ),
+    "missing client certificate": (
+        lambda doc, tmp: (
+            doc["clusters"][0]["cluster"].update({"server": "https://127.0.0.1:1"}),
+            doc["users"][0]["user"].update(
+                {"client-certificate": f"{tmp}/gone.crt", "client-key": f"{tmp}/gone.key"}
+            ),
+        ),
+        r"gone\.(crt|key)",
+    ),
+    "--context with a typo": (lambda doc, tmp: None, r"no contexts entry named prod-typo"),
+    "a context naming a missing user": (
+        lambda doc, tmp: doc["contexts"][0]["context"].update({"user": "ghost-user"}),
+        r"context prod names user ghost-user, which has no entry in users",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NAMED)
+def test_kubeconfig_errors_show_names_and_paths_never_credentials(
+    case: str, fake: FakeApiServer, tmp_path: Path
+) -> None:
+    path = Path(fake.write_kubeconfig(tmp_path / "kubeconfig", context="prod", token=SECRET))
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["client-key-data"] = "a2V5LWRhdGEtc2VjcmV0LTEyMzQ1Ng=="
+    change, named = NAMED[case]
+    change(doc, tmp_path)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    flags = ["--context", "prod-typo"] if "typo" in case else []
+    run = run_main(["--kubeconfig", str(path), "--termination-log", "", *flags], {})
+    assert run.code == 3, run.events
+    assert re.search(named, run.finished["reason"]), run.finished["reason"]
+    assert "<redacted>" not in run.finished["reason"]
+    text = _everything(run)
+    assert SECRET not in text and "a2V5LWRhdGEtc2VjcmV0LTEyMzQ1Ng==" not in text
+    assert fake.requests == []  # refused before any request: not sent to RBAC with exit 5
+
+
 # --- 2. a token file ending in a newline -------------------------------------------------
 
 
