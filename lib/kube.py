@@ -946,6 +946,15 @@ _OBJECTS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(
 )
 
 
+#: One warning of a ``Warning`` header (RFC 7234: code, agent, quoted text); kube-apiserver sends 299.
+_WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
+
+
+def warning_texts(header: str | None) -> list[str]:
+    """The texts of a ``Warning`` header's warnings (several headers arrive joined by commas)."""
+    return [re.sub(r"\\(.)", r"\1", text) for text in _WARNING.findall(header or "")]
+
+
 class Api:
     """The run's view of the API server: every request it makes goes through here."""
 
@@ -954,6 +963,14 @@ class Api:
         self.deadline = deadline
         self.log = log
         self.requests = 0
+        self.warnings: set[str] = set()  # each server warning is logged once a run
+
+    def _warned(self, header: str | None, method: str, path: str) -> None:
+        """Log each distinct server warning (a deprecation, an unknown field) the first time it comes."""
+        for text in warning_texts(header):
+            if text not in self.warnings:
+                self.warnings.add(text)
+                self.log.warning("api_warning", warning=_one_line(text), request=f"{method} {path}")
 
     # --- one request -------------------------------------------------------
 
@@ -991,6 +1008,7 @@ class Api:
                 )
                 status = int(resp.status)
                 data = _read_bounded(resp.response, status, into)
+                self._warned(resp.headers.get("Warning"), method, path)
         except urllib3.exceptions.SSLError as exc:
             raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:

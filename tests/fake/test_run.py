@@ -1,5 +1,5 @@
 """The whole run, end to end: the real ``kubernetes`` client over real HTTP
-against the fake API server, one test per SPEC rule and exit code."""
+against the fake API server, one test per documented rule and exit code."""
 
 from __future__ import annotations
 
@@ -952,3 +952,48 @@ def test_a_server_trickling_bytes_cannot_hold_the_run_past_its_deadline(
         listener.close()
     assert r.code == ExitCode.API_UNAVAILABLE and "deadline" in r.finished["reason"]
     assert r.seconds < 2.9
+
+
+@pytest.mark.parametrize(
+    ("version", "resources", "warned"),
+    [
+        ("1.35", "endpoints,endpointslices", True),
+        ("1.35", "endpointslices", False),  # no v1 Endpoints request, no deprecation warning
+        ("1.24", "endpoints,endpointslices", False),  # before v1.33 Endpoints were not deprecated
+    ],
+)
+def test_each_server_warning_is_logged_once_a_run(
+    version: str, resources: str, warned: bool, tmp_path: Path
+) -> None:
+    with FakeApiServer(version=version) as fake:
+        fake.set_nodes(nodes(3))
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        r = run_main(["--kubeconfig", kubeconfig, "--termination-log", "", "--resources", resources], {})
+        assert r.code == 0, r.finished
+        endpoints_requests = [q for q in fake.requests if q.path == ENDPOINTS]
+        assert len(endpoints_requests) == (2 if "endpoints," in resources else 0)  # a read, an apply
+        logged = [(e["warning"], e["request"]) for e in r.named("api_warning")]
+        if warned:
+            # The server warned on each Endpoints request; the run says it once, naming the first.
+            assert logged == [
+                (
+                    "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice",
+                    f"GET {ENDPOINTS}",
+                )
+            ]
+        else:
+            assert logged == []
+
+
+@pytest.mark.parametrize(
+    ("header", "texts"),
+    [
+        (None, []),
+        ('299 - "one"', ["one"]),
+        ('299 - "one", 299 - "two, with a comma"', ["one", "two, with a comma"]),
+        ('299 - "unknown field \\"spec.foo\\""', ['unknown field "spec.foo"']),
+        ("not a warning", []),
+    ],
+)
+def test_warning_headers_are_read_as_the_server_sends_them(header: str | None, texts: list[str]) -> None:
+    assert kube.warning_texts(header) == texts

@@ -16,6 +16,7 @@ import structlog
 from lib import desired
 from lib.kube import Api, Deadline, WriteConflict, load_client
 from tests.fakeapi import make_node
+from tests.fakeapi.versions import server_minor
 from tests.real.prometheus_operator import OPERATOR, SLICES, operator_objects, seed_case
 from tests.realserver import RealApiServer
 from tests.runs import Run, run_main
@@ -177,3 +178,20 @@ def test_a_take_over_patch_on_a_changed_object_is_a_write_conflict(
         api.json_patch(path, [stale, remove], dry_run=False)
     current = {"op": "test", "path": "/metadata/resourceVersion", "value": svc["metadata"]["resourceVersion"]}
     assert "a" not in api.json_patch(path, [current, remove], dry_run=False)["metadata"].get("labels", {})
+
+
+def test_the_endpoints_deprecation_warning_is_logged_once_from_1_33(
+    real: RealApiServer, tmp_path: Path
+) -> None:
+    real.create_nodes(nodes(3))
+    ns = real.new_namespace()
+    r = reconcile(real, tmp_path, ns)
+    assert r.code == 0, r.finished
+    warnings = [e["warning"] for e in r.named("api_warning")]
+    if server_minor(real.ok("GET", "/version")) >= 33:
+        assert warnings == ["v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"]
+    else:
+        assert warnings == []
+    # Without the Endpoints no warning, on either version.
+    only_slices = reconcile(real, tmp_path, real.new_namespace(), "--resources", "endpointslices")
+    assert only_slices.code == 0 and only_slices.named("api_warning") == []
