@@ -132,7 +132,45 @@ def build(cfg: Config, sel: Selection, live: Live) -> Plan:
         steps.extend(_slice_steps(cfg, sel, live, live.service.uid if live.service else None, warnings))
         if cfg.take_over:
             steps.extend(Delete(s.name, s.resource_version, foreign=True) for s in live.foreign_slices())
+        warnings.extend(_unseen_by_slice_role(sel, live.service))
     return Plan(tuple(steps), tuple(warnings), empties)
+
+
+_FAMILY_VERSION = {"IPv4": 4, "IPv6": 6}
+
+
+def _unseen_by_slice_role(sel: Selection, service: LiveObject | None) -> list[Warning]:
+    """Published nodes Prometheus' endpointslice role cannot see.
+
+    It reads only the slices of the Service's first IP family: the API
+    server gives our headless, selector-less Service both families, the
+    cluster's primary first, so a node with no address of that family is
+    published (in the slices of the other) and found by the endpoints role,
+    never by the endpointslice role.
+    """
+    families = (
+        ((service.raw.get("spec") or {}).get("ipFamilies") or [None]) if service is not None else [None]
+    )
+    family = str(families[0])
+    first = _FAMILY_VERSION.get(family)
+    if first is None:
+        return []
+    unseen = [n.name for n in sel.published if all(ip.version != first for ip in n.ips)]
+    if not unseen:
+        return []
+    return [
+        Warning(
+            "endpointslice_role_misses_nodes",
+            {
+                "nodes": unseen,
+                "count": len(unseen),
+                "family": family,
+                "hint": f"Prometheus' endpointslice role reads only the {family} slices of our Service"
+                f" (its first IP family); these nodes have no {family} address: the endpoints role"
+                " finds them, or give them one",
+            },
+        )
+    ]
 
 
 def _lost(cfg: Config, live: Live) -> set[IPAddress]:

@@ -997,3 +997,20 @@ def test_each_server_warning_is_logged_once_a_run(
 )
 def test_warning_headers_are_read_as_the_server_sends_them(header: str | None, texts: list[str]) -> None:
     assert kube.warning_texts(header) == texts
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_an_ipv6_only_node_the_endpointslice_role_cannot_see_is_named_every_run(
+    fake: FakeApiServer, run: Any, dry_run: bool
+) -> None:
+    fake.set_nodes([*nodes(2), make_node("v6-only", "fd00::9")])
+    for _ in range(2):  # the first run (the Service from its apply answer) and the next
+        r = run("--dry-run") if dry_run else run()
+        assert r.code == 0, r.finished
+        (missed,) = r.named("endpointslice_role_misses_nodes")
+        assert (missed["nodes"], missed["count"], missed["family"]) == (["v6-only"], 1, "IPv4")
+    if not dry_run:
+        # Published all the same: in the IPv6 slice and in the Endpoints, where the endpoints role finds it.
+        assert "fd00::9" in [ip for ip, _ in endpoints_ips(fake)]
+        v6 = fake.get_object("EndpointSlice", NS, "kubelet-ipv6-0")
+        assert [e["addresses"] for e in v6["endpoints"]] == [["fd00::9"]]

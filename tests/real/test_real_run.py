@@ -195,3 +195,17 @@ def test_the_endpoints_deprecation_warning_is_logged_once_from_1_33(
     # Without the Endpoints no warning, on either version.
     only_slices = reconcile(real, tmp_path, real.new_namespace(), "--resources", "endpointslices")
     assert only_slices.code == 0 and only_slices.named("api_warning") == []
+
+
+def test_a_node_outside_the_services_first_family_is_named(real: RealApiServer, tmp_path: Path) -> None:
+    real.create_nodes([*nodes(2), make_node("v6-only", "fd00::9")])
+    ns = real.new_namespace()
+    r = reconcile(real, tmp_path, ns)
+    assert r.code == 0, r.finished
+    # Whatever families this server gives our Service, the nodes with no address of the first are named.
+    families = real.ok("GET", f"/api/v1/namespaces/{ns}/services/kubelet")["spec"]["ipFamilies"]
+    unseen = {"IPv4": ["v6-only"], "IPv6": ["n00000", "n00001"]}[families[0]]
+    assert [(w["nodes"], w["family"]) for w in r.named("endpointslice_role_misses_nodes")] == [
+        (unseen, families[0])
+    ]
+    assert sorted(published(real, ns)[1]) == sorted(["10.0.0.1", "10.0.0.2", "fd00::9"])

@@ -463,3 +463,53 @@ def test_a_plan_holds_no_slice_body_until_it_is_written() -> None:
     assert len(applies) == 40  # 2 x 2000 IPs, 100 a slice
     assert sum(len(a.body["endpoints"]) for a in applies) == 4000  # built when read
     assert held < 400_000, f"the plan holds {held} bytes"
+
+
+# --- what the endpointslice role cannot see --------------------------------------
+
+
+def _service_of(*families: str) -> LiveObject:
+    obj = raw(stored(SERVICE))
+    if families:
+        obj["spec"]["ipFamilies"] = list(families)
+    return view(obj, "Service", FM)
+
+
+@pytest.mark.parametrize(
+    ("families", "nodes", "unseen"),
+    [
+        # The API server's default for our Service: both families, IPv4 first.
+        (("IPv4", "IPv6"), [node("a", "10.0.0.1"), node("b", "fd00::2")], ["b"]),
+        (("IPv4", "IPv6"), [node("a", "10.0.0.1"), node("b", "10.0.0.2", "fd00::2")], []),
+        (("IPv4", "IPv6"), [node("b", "fd00::2"), node("c", "fd00::3"), node("a", "10.0.0.1")], ["b", "c"]),
+        # An IPv6-primary cluster: the IPv4-only node is the one missed.
+        (("IPv6", "IPv4"), [node("a", "10.0.0.1"), node("b", "fd00::2")], ["a"]),
+        (("IPv6",), [node("b", "fd00::2")], []),
+        ((), [node("a", "10.0.0.1"), node("b", "fd00::2")], []),  # no families known: no guess
+    ],
+)
+def test_nodes_without_an_address_of_the_services_first_family_are_named(
+    families: tuple[str, ...], nodes: list[dict[str, Any]], unseen: list[str]
+) -> None:
+    live = Live(service=_service_of(*families), endpoints=None, slices=())
+    warned = [w.fields for w in plan.build(Config(), selection(*nodes), live).warnings]
+    missed = [w for w in warned if "family" in w]
+    if unseen:
+        assert missed == [
+            {
+                "nodes": unseen,
+                "count": len(unseen),
+                "family": families[0],
+                "hint": missed[0]["hint"],
+            }
+        ]
+        assert f"only the {families[0]} slices" in missed[0]["hint"]
+    else:
+        assert missed == []
+
+
+def test_nodes_the_endpointslice_role_misses_are_not_reported_without_slices() -> None:
+    live = Live(service=_service_of("IPv4", "IPv6"), endpoints=None, slices=())
+    cfg = Config(resources=("endpoints",))
+    sel = selection(node("a", "10.0.0.1"), node("b", "fd00::2"))
+    assert [w.event for w in plan.build(cfg, sel, live).warnings] == []
