@@ -15,20 +15,17 @@ deadline; every request's own timeout is cut to what is left of it.
 
 from __future__ import annotations
 
-import gc
 import http
 import logging
 import math
-import mmap
 import os
 import re
 import signal
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
@@ -135,12 +132,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any  # parsed JSON
-
-
 def _retry_after(raw: str | None) -> float | None:
     # Seconds or an HTTP date (RFC 9110 10.2.3); anything else: our own backoff.
     if not raw:
@@ -181,111 +172,30 @@ _SUCCESS = {200, 201, 202}
 #: No response body is read past this: a real node page of 500 nodes is ~10 MB.
 MAX_RESPONSE_BYTES = 64 << 20
 _CHUNK = 1 << 16
-_INFLATE_STEP = 1 << 20
 
 
-class PageBuffer:
-    """The memory every page of one list is read into, page after page: an anonymous mapping.
+def _read_bounded(raw: Any, status: int) -> bytearray:
+    """The body of ``raw`` (an unread urllib3 response), decoded, at most MAX_RESPONSE_BYTES.
 
-    A node page is ~10 MB. Read into a new bytearray each time, glibc serves
-    the pages after the first from its heap (its threshold for mapping a
-    block of its own rises to the size of the first one freed) and keeps
-    what they leave resident, where Python's object allocator, which maps
-    memory of its own, cannot reuse it: a 15,000-node run carried ~10 MB of
-    freed pages past its node list, and the slice list added its own. One
-    mapping a list, outside the allocator, is faulted in once and unmapped
-    with the list, whatever glibc's thresholds are by then.
+    Read here in bounded steps, never whole: a 1 GB body stops at the cap,
+    and urllib3 (2.6 and later) decompresses a gzip or deflate body at most
+    a step at a time, so a 1 MB gzip bomb never expands past it either.
     """
-
-    def __init__(self) -> None:
-        self._map = _anonymous() if _GROWABLE_MAPS else None
-
-    def take(self) -> mmap.mmap | bytearray:
-        """The mapping to read the next page into; a new one if anything still reads the last page.
-
-        A new bytearray a page where a mapping cannot grow in place (no mremap: not Linux).
-        """
-        if self._map is None:
-            return bytearray()
-        try:  # a view of it alive (a decoded page still held) forbids any resize
-            self._map.resize(len(self._map))
-        except BufferError:
-            self._map = _anonymous()  # never overwritten under a reader
-        return self._map
-
-
-#: mmap.resize of an anonymous mapping is mremap, Linux's alone.
-_GROWABLE_MAPS = sys.platform == "linux"
-
-
-def _anonymous() -> mmap.mmap:
-    # Private: a shared anonymous mapping cannot grow (past its first size, SIGBUS).
-    return mmap.mmap(-1, _CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
-class _Body:
-    """A response body as it is read, written into ``buf`` from its start (``buf`` grows, never shrinks)."""
-
-    __slots__ = ("buf", "size")
-
-    def __init__(self, buf: bytearray | mmap.mmap) -> None:
-        self.buf, self.size = buf, 0
-
-    def add(self, data: bytes) -> None:
-        end = self.size + len(data)
-        if isinstance(self.buf, mmap.mmap):
-            if end > len(self.buf):
-                self.buf.resize(max(end, 2 * len(self.buf)))  # mremap: no copy
-            self.buf[self.size : end] = data
-        else:
-            self.buf[self.size :] = data  # appended: the bytearray grows
-        self.size = end
-
-
-def _read_bounded(raw: Any, status: int, into: PageBuffer | None = None) -> bytearray | memoryview:
-    """The body of ``raw`` (an unread urllib3 response), decompressed, at most MAX_RESPONSE_BYTES.
-
-    Read raw and decompressed here in bounded steps (1 MB out of the
-    decompressor at a time, one growing buffer, no copy at the end): urllib3
-    would expand a 1 MB gzip body to whatever it holds, and read a 1 GB body
-    whole. ``into``: the list's page buffer; the body is then a view of it.
-    """
-    encoding = (raw.headers.get("Content-Encoding") or "identity").strip().lower()
-    try:
-        if encoding not in ("identity", "gzip", "deflate", "x-gzip"):
-            raise _Transient(f"{status} response in an unknown Content-Encoding {encoding[:40]!r}")
-        declared = raw.headers.get("Content-Length") or ""
-        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            raise _too_large(status)
-        # wbits 47: a gzip or zlib header, detected; "deflate" servers send zlib.
-        inflate = zlib.decompressobj(47) if encoding != "identity" else None
-        body = _Body(into.take() if into is not None else bytearray())
-        while True:
-            chunk = raw.read(_CHUNK, decode_content=False)
-            if not chunk:
-                break
-            if inflate is None:
-                body.add(chunk)
-            while chunk and inflate is not None:
-                # A 64 KB chunk of a gzip bomb holds 64 MB: take it 1 MB at a time.
-                body.add(inflate.decompress(chunk, _INFLATE_STEP))
-                chunk = inflate.unconsumed_tail
-                if body.size > MAX_RESPONSE_BYTES:
-                    raise _too_large(status)
-            if body.size > MAX_RESPONSE_BYTES:
-                raise _too_large(status)
-        if inflate is not None:
-            body.add(inflate.flush(MAX_RESPONSE_BYTES + 1 - body.size))
-            if body.size > MAX_RESPONSE_BYTES:
-                raise _too_large(status)
-    except zlib.error:
+    declared = raw.headers.get("Content-Length") or ""
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
         raw.close()
-        raise _Transient(f"{status} response: corrupt {encoding} body") from None
+        raise _too_large(status)
+    body = bytearray()
+    try:
+        while chunk := raw.read(_CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise _too_large(status)
     except BaseException:
         raw.close()  # the rest of the body is never read: this connection is done
         raise
     raw.release_conn()
-    return memoryview(body.buf)[: body.size] if isinstance(body.buf, mmap.mmap) else body.buf
+    return body
 
 
 def _too_large(status: int) -> ApiUnavailable:
@@ -294,8 +204,6 @@ def _too_large(status: int) -> ApiUnavailable:
 
 
 def _shape_problem(body: Mapping[str, Any], expect: str) -> str | None:
-    if expect == "list" and not isinstance(body.get("items"), list):
-        return "not a list (no items)"
     if expect == "object" and not isinstance(body.get("metadata"), dict):
         return "not an object (no metadata)"
     # A delete answers with the object (now being deleted) or a Success Status.
@@ -811,71 +719,38 @@ def _item_name(data: bytes | bytearray | memoryview, index: int, kind: str) -> s
 
 
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ITEMS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
 #: No member of an object is decoded past this: kube-apiserver refuses a
 #: request body over 3 MiB (--max-request-bytes), so no stored object holds one.
 MAX_MEMBER_BYTES = 3 << 20
-#: A member up to this size is kept once decoded (metadata, spec); a larger
-#: one (a slice's endpoints) is decoded again at each read and dropped.
-_KEEP_BYTES = 4096
 
 
 class JsonObject(Mapping[str, Any]):
-    """A JSON object from a response, each member decoded only when read.
+    """A JSON object from a response, each member decoded when read.
 
     The body is checked (valid JSON, an object) and split into its members
-    at once, but a member's value is built only when read: a read-only
-    Mapping of plain JSON values. The slice list at 15,000 nodes is 7.5 MB
-    of JSON and was ~35 MB of dicts held for the whole run; now each slice's
-    endpoints exist only while they are looked at, and a list item keeps its
-    own copy of its members (:meth:`detached`), the large ones compressed.
+    at once; a member's value is built at each read, never kept: a
+    read-only Mapping of plain JSON values. The slice list at 15,000 nodes
+    is 7.5 MB of JSON, ~35 MB as dicts; held as bytes, each slice's
+    endpoints exist only while they are looked at.
     """
 
-    __slots__ = ("_kept", "_members", "_packed")
+    __slots__ = ("_members",)
 
-    def __init__(
-        self,
-        members: dict[str, msgspec.Raw],
-        kept: dict[str, Any] | None = None,
-        packed: dict[str, bytes] | None = None,
-    ) -> None:
+    def __init__(self, members: dict[str, msgspec.Raw]) -> None:
         self._members = members
-        self._kept: dict[str, Any] = kept or {}
-        self._packed: dict[str, bytes] = packed or {}  # large members, zlib-compressed
 
     @classmethod
     def detached(cls, members: dict[str, msgspec.Raw]) -> JsonObject:
-        """A list item holding no part of its page: small members copied, large ones compressed.
-
-        Every Raw member of a page holds the whole page, so the slice list at
-        15,000 nodes (6 MB, most of it the slices' endpoints) stayed in memory
-        for the run. Compressed (zlib level 1), a slice's endpoints take a
-        fifth of their bytes; they are decompressed when read, which a run
-        does once or twice per slice.
-        """
-        small: dict[str, msgspec.Raw] = {}
-        packed: dict[str, bytes] = {}
-        for key, raw in members.items():
-            if _KEEP_BYTES < len(raw) <= MAX_MEMBER_BYTES:
-                packed[key] = zlib.compress(raw, 1)
-            elif len(raw) > MAX_MEMBER_BYTES:
-                small[key] = raw  # refused when read (__getitem__); not copied
-            else:
-                small[key] = msgspec.Raw(bytes(raw))
-        return cls(small, packed=packed)
+        """A list item holding no part of its page (each Raw member of a page holds the whole page)."""
+        return cls(
+            {k: raw if len(raw) > MAX_MEMBER_BYTES else msgspec.Raw(bytes(raw)) for k, raw in members.items()}
+        )
 
     @classmethod
-    def decode(cls, data: bytes | bytearray | memoryview | msgspec.Raw, items: bool = False) -> JsonObject:
-        """``data`` as a JsonObject; ``items``: its ``items`` member (a list's) as JsonObjects too.
-
-        :class:`MalformedBody` (retry) when it is not one.
-        """
+    def decode(cls, data: bytes | bytearray | memoryview | msgspec.Raw) -> JsonObject:
+        """``data`` as a JsonObject; :class:`MalformedBody` (retry) when it is not one."""
         try:
-            members = _MEMBERS.decode(data)
-            kept = {}
-            if items and isinstance(members.get("items"), msgspec.Raw):
-                with suppress(msgspec.ValidationError):  # not a list of objects: _shape_problem
-                    kept["items"] = [cls(item) for item in _ITEMS.decode(members["items"])]
+            return cls(_MEMBERS.decode(data))
         except msgspec.ValidationError:
             raise MalformedBody(f"is a JSON {_json_type(data)}, not an object", retry=True) from None
         except msgspec.DecodeError:
@@ -884,13 +759,8 @@ class JsonObject(Mapping[str, Any]):
         except RecursionError:
             # "[[[[..." a hundred thousand deep: no API object nests like that.
             raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
-        return cls(members, kept)
 
     def __getitem__(self, key: str) -> Any:
-        if key in self._kept:
-            return self._kept[key]
-        if key in self._packed:
-            return msgspec.json.decode(zlib.decompress(self._packed[key]))  # checked as JSON when split
         raw = self._members[key]
         if len(raw) > MAX_MEMBER_BYTES:
             # Decoded untyped, 3 MiB of "{}," would still be a million dicts.
@@ -898,23 +768,19 @@ class JsonObject(Mapping[str, Any]):
                 f"a response member {key[:40]!r} of {len(raw)} bytes: larger than any API object"
             )
         try:
-            value = msgspec.json.decode(raw)
+            return msgspec.json.decode(raw)
         except (msgspec.MsgspecError, RecursionError):
             # Checked as JSON when the body was split; only nesting can still fail.
             raise ApiUnavailable(f"a response member {key!r} nests too deep") from None
-        if len(raw) <= _KEEP_BYTES:
-            self._kept[key] = value
-        return value
 
     def __contains__(self, key: object) -> bool:
-        return key in self._members or key in self._packed
+        return key in self._members
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._members
-        yield from self._packed
+        return iter(self._members)
 
     def __len__(self) -> int:
-        return len(self._members) + len(self._packed)
+        return len(self._members)
 
     def __repr__(self) -> str:
         return f"JsonObject({dict(self)!r})"
@@ -984,8 +850,7 @@ class Api:
         expect: str,
         decode: Decode | None = None,
         accept: str = JSON_CONTENT_TYPE,
-        into: PageBuffer | None = None,
-    ) -> Response:
+    ) -> Any:
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise ApiUnavailable(f"{method} {path}: deadline of {self.deadline.seconds:g}s reached")
@@ -1007,7 +872,7 @@ class Api:
                     method, url, header_params=headers, body=body, _request_timeout=timeout
                 )
                 status = int(resp.status)
-                data = _read_bounded(resp.response, status, into)
+                data = _read_bounded(resp.response, status)
                 self._warned(resp.headers.get("Warning"), method, path)
         except urllib3.exceptions.SSLError as exc:
             raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
@@ -1044,19 +909,19 @@ class Api:
             raise _Transient(f"unexpected {status} response ({len(data)} bytes)")
         if decode is not None:
             try:
-                return Response(status, decode(data))
+                return decode(data)
             except MalformedBody as exc:
                 if exc.retry:
                     raise _Transient(f"{status} response {exc}") from None
                 raise ApiUnavailable(f"{method} {path}: {exc}") from None
         try:
-            parsed = JsonObject.decode(data, expect == "list")
+            parsed = JsonObject.decode(data)
         except MalformedBody as exc:
             raise _Transient(f"{status} response {exc}") from None
         problem = _shape_problem(parsed, expect)
         if problem:
             raise _Transient(f"{status} response is {problem}")
-        return Response(status, parsed)
+        return parsed
 
     def request(
         self,
@@ -1068,12 +933,11 @@ class Api:
         expect: str = "any",
         decode: Decode | None = None,
         accept: str = JSON_CONTENT_TYPE,
-        into: PageBuffer | None = None,
-    ) -> Response:
+    ) -> Any:
         """One logical request, retried on transient failures until the deadline.
 
         ``expect``: what a 2xx body must be, else it is retried like a 5xx:
-        "object" (has ``metadata``), "list" (has an ``items`` list),
+        "object" (has ``metadata``),
         "deleted" (an object or a Success Status) or "any" (a JSON object).
         ``decode``: read a 2xx body with this instead of ``json.loads``; its
         :class:`MalformedBody` is retried when ``retry`` is set, else final.
@@ -1091,7 +955,7 @@ class Api:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body, content_type, expect, decode, accept, into)
+                    return self._once(method, path, query, body, content_type, expect, decode, accept)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             late = ""
@@ -1171,20 +1035,18 @@ class Api:
         found: list[_T] = []
         token, pages = "", 0
         seen: set[str] = set()
-        buffer = PageBuffer()  # every page read into the same memory, given back with the list
         while True:
-            with _gc_paused():
-                page = self._page(path, kind, selector, page_size, token, items, buffer)
-                pages += 1
-                for index, item in enumerate(page.items):
-                    try:
-                        found.append(items.convert(item))
-                    except ValueError as exc:
-                        raise ApiUnavailable(
-                            f"malformed {kind} list from the API server: item {index} of page {pages}: {exc}"
-                        ) from None
-                token = page.continue_token
-                del page  # drop this page before the next is fetched
+            page = self._page(path, kind, selector, page_size, token, items)
+            pages += 1
+            for index, item in enumerate(page.items):
+                try:
+                    found.append(items.convert(item))
+                except ValueError as exc:
+                    raise ApiUnavailable(
+                        f"malformed {kind} list from the API server: item {index} of page {pages}: {exc}"
+                    ) from None
+            token = page.continue_token
+            del page  # drop this page before the next is fetched
             if not token:
                 if items.name is not None:
                     _unique_names(kind, [items.name(x) for x in found])
@@ -1205,7 +1067,6 @@ class Api:
         page_size: int,
         token: str,
         items: ListItems[Any, _T],
-        buffer: PageBuffer | None = None,
     ) -> ListPage[Any]:
         """One page of a list, decoded into ``items.item``."""
         query = {"limit": str(page_size)}
@@ -1220,8 +1081,7 @@ class Api:
                 query,
                 decode=lambda data: decode_page(data, items.item, page_size, kind),
                 accept=items.accept,
-                into=buffer,
-            ).body
+            )
         except HttpError as exc:
             if exc.status == 410 and token:
                 raise _Restart() from None
@@ -1250,7 +1110,7 @@ class Api:
     def get(self, path: str) -> Mapping[str, Any] | None:
         """An object, or None when it does not exist."""
         try:
-            body = self.request("GET", path, expect="object").body
+            body = self.request("GET", path, expect="object")
         except HttpError as exc:
             if exc.status == 404:
                 return None
@@ -1263,7 +1123,7 @@ class Api:
         if dry_run:
             query["dryRun"] = "All"
         try:
-            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE, expect="object").body
+            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE, expect="object")
         except HttpError as exc:
             raise _rejected(f"apply {path}", exc) from None
         return result if isinstance(result, Mapping) else {}
@@ -1274,7 +1134,7 @@ class Api:
         # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
         body = [dict(op) for op in ops]
         try:
-            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE, expect="object").body
+            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE, expect="object")
         except HttpError as exc:
             if exc.status == 422:
                 # The real server answers a failed "test" op with a bare 422 Invalid
@@ -1321,28 +1181,6 @@ class WriteConflict(WriteRejected):
 def _rejected(what: str, exc: HttpError) -> WriteRejected:
     cls = WriteConflict if exc.status == 409 else WriteRejected
     return cls(f"{what} rejected: {exc}")
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while one node page is read, slimmed and dropped.
-
-    ``json.loads`` of a page allocates millions of containers; every 700
-    allocations trigger a collection, and the repeated walks over the
-    half-built page (then over the parsed page, once the collector is back
-    while it is still alive) cost more than the parse itself: about 40% of a
-    15,000-node run (README "Performance"). Parsed JSON holds no reference
-    cycles and the page is freed by reference counting, so the pause delays
-    no memory.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class _Restart(Exception):

@@ -35,3 +35,10 @@ def test_smoke_run_measures_every_variant_and_passes_its_checks(tmp_path: Path) 
     assert size["unchanged_log"]["requests"] == size["pages"] + 4
     assert size["one_node"]["ready=False"]["summary"]["writes"] >= 1
     assert size["page_sizes"]["5"]["pages"] == 3
+
+
+def test_the_benchmark_checks_bodies_against_the_products_own_bound() -> None:
+    from bench import bench
+    from lib import desired
+
+    assert bench.ENDPOINTS_MAX_BYTES == desired.ENDPOINTS_MAX_BYTES
