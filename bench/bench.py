@@ -158,10 +158,10 @@ def serving(nodes: int, bulk: int, workdir: Path) -> Iterator[Server]:
 
 
 def object_page_size() -> int:
-    """``lib.kube.OBJECT_PAGE_SIZE``, asked in a child: importing ``lib`` here would
+    """``lib.kube.api.OBJECT_PAGE_SIZE``, asked in a child: importing ``lib`` here would
     grow this process, and a child's peak RSS never reads below its parent's."""
     out = subprocess.run(
-        [PYTHON, "-c", "from lib.kube import OBJECT_PAGE_SIZE as n; print(n)"],
+        [PYTHON, "-c", "from lib.kube.api import OBJECT_PAGE_SIZE as n; print(n)"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return int(out.stdout)
@@ -187,7 +187,7 @@ class Bench:
     """One benchmark run: every size, every variant, and the invariants checked."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        from lib.kube import PAGE_SIZE
+        from lib.kube.api import PAGE_SIZE
 
         self.args = args
         self.workdir = workdir

@@ -11,7 +11,7 @@
   the official client's kubeconfig loader, ``ApiClient``, urllib3) fetches the
   same pages and ``json.loads`` each one; nothing else.
 * ``floor-gc-paused``: the same with the cyclic GC paused while each page is
-  fetched and parsed, as the reconciler does (``lib/kube.py``): the stricter
+  fetched and parsed, as the reconciler does (``lib/kube/``): the stricter
   floor.
 * ``floor-write``: the floor's pages, then the writes a reconcile made from
   an empty namespace (recorded by the server, ``WRITES_JSON``) replayed
@@ -78,7 +78,7 @@ def floor_write(kubeconfig: str, page_size: int, writes_file: str) -> dict[str, 
     for w in writes:
         raw = base64.b64decode(w["body"])
         content_type = w["content_type"] or "application/json"
-        # As lib/kube.py sends them: apply bodies as bytes, other bodies as JSON values.
+        # As lib/kube/ sends them: apply bodies as bytes, other bodies as JSON values.
         body = raw if content_type == "application/apply-patch+yaml" else (json.loads(raw) if raw else None)
         _, url, headers, _, _ = client.param_serialize(
             method=w["method"],
@@ -139,10 +139,10 @@ def start(kubeconfig: str) -> dict[str, Any]:
 
 
 def reconcile(page_size: int, args: list[str]) -> int:
-    import lib.kube
+    import lib.kube.api
     from lib.run import main
 
-    lib.kube.PAGE_SIZE = page_size
+    lib.kube.api.PAGE_SIZE = page_size
     return main(args)
 
 

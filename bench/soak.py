@@ -47,7 +47,7 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-import lib.kube
+import lib.kube.transport
 from lib.run import main as reconcile_main
 from tests.fakeapi import FakeApiError, FakeApiServer, Request, kind_of, make_node
 
@@ -82,7 +82,7 @@ class Settings:
     seed: int = 1
     #: ``--timeout`` of every run: the hard deadline under test.
     timeout: float = 3.0
-    #: The per-request cap (``lib.kube.REQUEST_TIMEOUT_S``, 15 s in production),
+    #: The per-request cap (``lib.kube.transport.REQUEST_TIMEOUT_S``, 15 s in production),
     #: lowered here so a hang costs a fraction of the deadline and is retried.
     request_timeout: float = 0.6
     #: A run may last ``timeout + slack`` (process overhead, logging).
@@ -864,12 +864,12 @@ def check_run(
 
 @contextlib.contextmanager
 def _request_timeout(seconds: float) -> Iterator[None]:
-    saved = lib.kube.REQUEST_TIMEOUT_S
-    lib.kube.REQUEST_TIMEOUT_S = seconds
+    saved = lib.kube.transport.REQUEST_TIMEOUT_S
+    lib.kube.transport.REQUEST_TIMEOUT_S = seconds
     try:
         yield
     finally:
-        lib.kube.REQUEST_TIMEOUT_S = saved
+        lib.kube.transport.REQUEST_TIMEOUT_S = saved
 
 
 def run_args(kubeconfig: str, timeout: float, cap: int, extra: Sequence[str] = ()) -> list[str]:

@@ -177,7 +177,7 @@ class _Status(msgspec.Struct, frozen=True, gc=False):
 class NodeItem(msgspec.Struct, frozen=True, gc=False):
     """The fields of a Node list item a run reads, and nothing else.
 
-    A node page is decoded straight into these (``lib/kube.py``): images,
+    A node page is decoded straight into these (``lib/kube/decoding.py``): images,
     managedFields, labels and annotations (95% of a Node's bytes) are
     skipped without being built, ten times faster than ``json.loads`` of
     the page. A real API server always sends ``metadata.name`` and

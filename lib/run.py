@@ -40,7 +40,12 @@ def node_items(address_type: str) -> kube.ListItems[NodeItem, desired.Candidate]
     Each node becomes a :class:`~lib.desired.Candidate` as its page is read,
     so only the chosen addresses of each node outlive the page.
     """
-    return kube.ListItems(NodeItem, lambda item: desired.candidate(slim(item), address_type), _name)
+    return kube.ListItems(
+        NodeItem,
+        lambda item: desired.candidate(slim(item), address_type),
+        _name,
+        restarted="node_list_restarted",
+    )
 
 
 def _name(c: desired.Candidate) -> str:

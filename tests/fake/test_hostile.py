@@ -26,7 +26,7 @@ import pytest
 import structlog
 
 from lib import config, kube, log
-from lib.exitcodes import UsageError
+from lib.exitcodes import ApiUnavailable, UsageError
 from lib.run import main, node_items
 from tests.fake.hostile import HostileServer
 from tests.fakeapi import FakeApiServer, make_node
@@ -402,7 +402,7 @@ def test_more_items_than_the_page_limit_is_refused(fake: FakeApiServer, kubeconf
     run = run_main(["--kubeconfig", kubeconfig, "--termination-log", ""], {})
     assert run.code == 0  # 3 items on a page of 500: fine
     api = kube.Api(kube.load_client(kubeconfig, None, {}), kube.Deadline(5), log.get())
-    with pytest.raises(kube.ApiUnavailable, match="more than 2 items on a page of 2"):
+    with pytest.raises(ApiUnavailable, match="more than 2 items on a page of 2"):
         api.list_nodes("", node_items("internal"), 2)
 
 
@@ -534,7 +534,7 @@ def test_console_tracebacks_are_plain(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(kube, "_read_bounded", broken)
+    monkeypatch.setattr(kube.transport, "_read_bounded", broken)
     for fmt in ("json", "console"):
         argv = ["--kubeconfig", kubeconfig, "--termination-log", "", "--log-format", fmt]
         if fmt == "json":

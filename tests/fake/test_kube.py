@@ -34,18 +34,18 @@ def big_nodes(count: int) -> Iterator[dict[str, Any]]:
 
 
 def test_pages_are_requested_with_the_page_size(fake: FakeApiServer, kubeconfig: str) -> None:
-    count = kube.PAGE_SIZE + 1
+    count = kube.api.PAGE_SIZE + 1
     fake.set_nodes(make_node(f"n{i:04d}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(count))
     nodes, pages = api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert len(nodes) == count and pages == 2
-    assert [r.query.get("limit") for r in fake.matching("GET", NODES)] == [str(kube.PAGE_SIZE)] * 2
+    assert [r.query.get("limit") for r in fake.matching("GET", NODES)] == [str(kube.api.PAGE_SIZE)] * 2
 
 
 def test_the_page_size_is_read_when_the_list_starts(
     fake: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.set_nodes(make_node(f"n{i}", f"10.0.0.{i + 1}") for i in range(5))
-    monkeypatch.setattr(kube, "PAGE_SIZE", 2)
+    monkeypatch.setattr(kube.api, "PAGE_SIZE", 2)
     _, pages = api_for(kubeconfig).list_nodes("", node_items("internal"))
     assert pages == 3
     assert {r.query.get("limit") for r in fake.matching("GET", NODES)} == {"2"}

@@ -512,7 +512,7 @@ def test_the_slice_list_is_paged_and_restarts_on_an_expired_token(
     fake.set_nodes(nodes(10))
     assert run("--max-endpoints-per-slice", "2").code == 0
     fake.clear_log()
-    monkeypatch.setattr(kube, "OBJECT_PAGE_SIZE", 2)
+    monkeypatch.setattr(kube.api, "OBJECT_PAGE_SIZE", 2)
     collection = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
     fake.inject("GET", collection, status=410, query={"continue": True})
     r = run("--max-endpoints-per-slice", "2")

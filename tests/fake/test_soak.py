@@ -83,7 +83,7 @@ def test_a_zero_retry_after_is_no_retry_storm(fake: FakeApiServer, kubeconfig: s
     assert len(fake.requests) <= 8, f"{len(fake.requests)} requests in one 2 s run"
     sleeps = [float(str(e["sleep_s"])) for e in events if e["event"] == "api_retry"]
     assert len(sleeps) >= 2
-    # What lib/kube.py promises: Retry-After is a floor under every wait, and our
+    # What lib/kube/transport.py promises: Retry-After is a floor under every wait, and our
     # own backoff (0.1 s and more) is kept by every wait but the last, which is
     # rightly shrunk to leave one attempt before the deadline (so it may be
     # shorter, about 1 run in 25).

@@ -1,7 +1,7 @@
 """Raw Node dicts through the run's own node decoding, for the pure-module tests.
 
 A run never sees a Node dict: each page is decoded straight into
-``lib.nodes.NodeItem`` (``lib/kube.py``) and slimmed. Tests that start from
+``lib.nodes.NodeItem`` (``lib/kube/decoding.py``) and slimmed. Tests that start from
 dicts go the same way: JSON bytes, a one-item page, the same decoder, ``slim``.
 """
 
