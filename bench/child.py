@@ -98,7 +98,7 @@ def naive(kubeconfig: str, page_size: int) -> dict[str, Any]:
     from kubernetes.client import CoreV1Api
 
     from lib import desired
-    from lib.nodes import NodeInfo
+    from lib.nodes import Node, choose_addresses
 
     api = CoreV1Api(_client(kubeconfig))
     models: list[Any] = []
@@ -112,22 +112,16 @@ def naive(kubeconfig: str, page_size: int) -> dict[str, Any]:
         if not token:
             break
 
-    def info(node: Any) -> NodeInfo:
-        ready = next((c.status for c in node.status.conditions or () if c.type == "Ready"), None)
-        return NodeInfo(
-            name=node.metadata.name,
-            uid=node.metadata.uid or "",
-            created=node.metadata.creation_timestamp,
-            deleting=node.metadata.deletion_timestamp is not None,
-            ready=ready,
-            addresses=tuple(
-                (a.type, a.address)
-                for a in node.status.addresses or ()
-                if a.type in ("InternalIP", "ExternalIP")
-            ),
-        )
+    def node(model: Any) -> Node:
+        meta, status = model.metadata, model.status
+        ready = next((c.status for c in status.conditions or () if c.type == "Ready"), None)
+        if ready != "True" or meta.deletion_timestamp is not None:
+            return Node(meta.name, False)
+        addresses = [(a.type, a.address) for a in status.addresses or ()]
+        ips, skips = choose_addresses(meta.name, addresses, "internal")
+        return Node(meta.name, True, meta.uid or "", meta.creation_timestamp, ips, tuple(skips))
 
-    sel = desired.select([info(n) for n in models], "internal")
+    sel = desired.select([node(m) for m in models])
     return {"nodes": sel.nodes_total, "eligible": sel.nodes_eligible, "pages": pages}
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from lib.config import Config
-from lib.nodes import IPAddress, NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
+from lib.nodes import IPAddress, Node, Skip, ip_key
 
 #: The largest Endpoints apply body we send, in bytes of JSON. Prometheus'
 #: default discovery role under prometheus-operator reads Endpoints, so every
@@ -55,90 +54,48 @@ class Selection:
 
     nodes_total: int
     nodes_eligible: int
-    published: tuple[NodeAddresses, ...]  # sorted by primary IP
+    published: tuple[Node, ...]  # sorted by primary IP
     conflicts: tuple[IPConflict, ...] = ()
     skips: tuple[Skip, ...] = ()
-    #: The node publishing each IP, when the maker has it already (select does).
-    by_ip: Mapping[IPAddress, NodeAddresses] | None = field(default=None, repr=False, compare=False)
+    by_ip: Mapping[IPAddress, Node] = field(default_factory=dict, repr=False, compare=False)
 
     def ips(self, version: int | None = None) -> list[IPAddress]:
         """Every published IP (of one family if given), sorted."""
         every = self._sorted_ips
         return list(every) if version is None else [ip for ip in every if ip.version == version]
 
-    def holders(self) -> Mapping[IPAddress, NodeAddresses]:
+    def holders(self) -> Mapping[IPAddress, Node]:
         """The node publishing each IP (read only)."""
-        return self.by_ip if self.by_ip is not None else self._holders
+        return self.by_ip
 
-    # Sorted and indexed once per run, not once per use (30,000 IPs at 15,000 nodes).
+    # Sorted once per run, not once per use (30,000 IPs at 15,000 nodes).
     @functools.cached_property
     def _sorted_ips(self) -> tuple[IPAddress, ...]:
         return tuple(sorted((ip for n in self.published for ip in n.ips), key=ip_key))
 
-    @functools.cached_property
-    def _holders(self) -> dict[IPAddress, NodeAddresses]:
-        return {ip: n for n in self.published for ip in n.ips}
 
-
-def _priority(nodes: Iterable[NodeAddresses]) -> list[NodeAddresses]:
+def _priority(nodes: Iterable[Node]) -> list[Node]:
     # Newest creationTimestamp first (the newer node holds a reused IP now),
     # then the smallest name: a total order, so input order never matters.
     by_name = sorted(nodes, key=lambda n: n.name)
     return sorted(by_name, key=lambda n: n.created, reverse=True)
 
 
-_NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One listed node as the selection needs it, made as its page of the list is read.
-
-    A run holds one for every node until the last page is read, on top of
-    that page: so only strings the node already had. ``ips``: the addresses
-    it would publish, primary first, as canonical text (the node's own
-    strings; () when it is not eligible or has none usable), made IP objects
-    by :func:`select_from` once the pages are gone; ``skips``: the addresses
-    left out. Nothing else of the node is kept: its NodeInfo goes with the page.
-    """
-
-    name: str
-    eligible: bool
-    uid: str = ""
-    created: datetime = _NEVER
-    ips: tuple[str, ...] = ()
-    skips: tuple[Skip, ...] = ()
-
-
-def candidate(node: NodeInfo, address_type: str) -> Candidate:
-    """Whether ``node`` may be published, and at which addresses."""
-    if not node.eligible:
-        return Candidate(node.name, False)  # never published, never takes an IP from anyone
-    chosen, skips = choose_addresses(node, address_type)
-    ips = tuple(str(ip) for ip in chosen.ips) if chosen is not None else ()
-    return Candidate(node.name, True, node.uid, node.created, ips, tuple(skips))
-
-
-def select(nodes: Iterable[NodeInfo], address_type: str) -> Selection:
+def select(listed: Iterable[Node]) -> Selection:
     """Eligible nodes, their addresses, and every IP exactly once."""
-    return select_from(candidate(node, address_type) for node in nodes)
-
-
-def select_from(listed: Iterable[Candidate]) -> Selection:
-    """:func:`select` of nodes already made :class:`Candidate` (a run does it page by page)."""
     total = eligible = 0
     skips: list[Skip] = []
-    candidates: list[NodeAddresses] = []
-    for c in listed:
+    candidates: list[Node] = []
+    for node in listed:
         total += 1
-        eligible += c.eligible
-        skips.extend(c.skips)
-        if c.ips:
-            candidates.append(NodeAddresses(c.name, c.uid, c.created, tuple(parse_ip(ip) for ip in c.ips)))
+        eligible += node.eligible
+        skips.extend(node.skips)
+        if node.ips:
+            candidates.append(node)
 
-    holder: dict[IPAddress, NodeAddresses] = {}
+    holder: dict[IPAddress, Node] = {}
     lost: dict[IPAddress, list[str]] = {}
-    published: list[NodeAddresses] = []
+    published: list[Node] = []
     # Greedy in priority order: a node is published only if none of its IPs is
     # held by a node already published; a loser is excluded entirely (all its
     # addresses) and holds nothing, so it never blocks an older third node.
@@ -194,7 +151,7 @@ def service(cfg: Config) -> dict[str, Any]:
     }
 
 
-def target_ref(node: NodeAddresses) -> dict[str, str]:
+def target_ref(node: Node) -> dict[str, str]:
     return {"kind": "Node", "apiVersion": "v1", "name": node.name, "uid": node.uid}
 
 
@@ -204,7 +161,7 @@ class EndpointsPlan:
     truncated_from: int | None = None  # total addresses when not all fit ENDPOINTS_MAX_BYTES
 
 
-def _address_bytes(n: NodeAddresses) -> int:
+def _address_bytes(n: Node) -> int:
     """The JSON size of ``n``'s Endpoints address and its comma, as :func:`encode` writes it.
 
     Names, uids and IPs need no escaping (the API server allows none of
@@ -252,7 +209,7 @@ def endpoints(cfg: Config, sel: Selection) -> EndpointsPlan:
 _READY: dict[str, Any] = {"ready": True}
 
 
-def slice_endpoint(n: NodeAddresses, ip: IPAddress) -> dict[str, Any]:
+def slice_endpoint(n: Node, ip: IPAddress) -> dict[str, Any]:
     """One endpoint of a slice."""
     return {
         "addresses": [str(ip)],

@@ -1,11 +1,12 @@
-"""Node reading, pure: raw Node JSON in, the few facts the core needs out.
+"""Node reading, pure: a Node list item in, the one :class:`Node` a run keeps of it out.
 
 Real Node objects are 10-30 KB (images, managedFields, annotations); a run
-decodes only the fields declared in :class:`NodeItem` and keeps a
-:class:`NodeInfo` per node, so memory is bounded by one list page and the
-rest of each node is never built (SPEC "Which nodes, which addresses"). No I/O, no clock, no logging here:
-problems come back as data (:class:`Skip`), like prometheus-operator's
-``getNodeAddresses`` returning its errors.
+decodes only the fields declared in :class:`NodeItem`, and each item
+becomes a :class:`Node` as its page is read (docs/behaviour.md "What it
+publishes": which nodes, which addresses), so memory is bounded by one list
+page and the rest of each node is never built. No I/O, no clock, no
+logging here: problems come back as data (:class:`Skip`), like
+prometheus-operator's ``getNodeAddresses`` returning its errors.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 import operator
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,9 +26,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 _FALLBACK = {"InternalIP": "ExternalIP", "ExternalIP": "InternalIP"}
-#: The address types a run reads and the Ready states: each one string shared by every node.
-_TYPES = {t: t for t in _FALLBACK}
-_STATES = {s: s for s in ("True", "False", "Unknown")}
 ADDRESS_TYPES = {"internal": "InternalIP", "external": "ExternalIP"}
 
 
@@ -82,14 +80,13 @@ def _parse_ip(text: str) -> IPAddress:
 
 #: ``ipaddress.ip_address(text)``, memoised; raises ValueError for a non-IP.
 #:
-#: A run reads each published IP up to three times (the selection, the live
-#: Endpoints and the live slices), and parsing in pure Python was a tenth of
-#: a 15,000-node run. The objects are immutable, so sharing them is safe; a
+#: A run reads each published IP up to three times (the node list, the live
+#: Endpoints and the live slices): each is made once, as its node is read,
+#: and shared. The objects are immutable, so sharing them is safe; a
 #: failure is not cached (it raises again). They also keep their canonical
 #: text once made: a run writes each IP as text several times (bodies,
 #: comparisons, the summary), and formatting an IPv6 address in pure Python
-#: took 0.2 s of a 15,000-node run. Choosing a node's addresses uses the
-#: unmemoised parse: while the list is read, only the text is kept.
+#: took 0.2 s of a 15,000-node run.
 parse_ip = functools.cache(_parse_ip)
 
 
@@ -110,23 +107,6 @@ class MalformedNode(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What the core needs of one Node."""
-
-    name: str
-    uid: str
-    created: datetime
-    deleting: bool
-    ready: str | None  # status of the Ready condition: "True", "False", "Unknown", or None
-    addresses: tuple[tuple[str, str], ...]  # (type, address) in the node's own order
-
-    @property
-    def eligible(self) -> bool:
-        """Ready=True and not being deleted (SPEC): nothing else is ever published."""
-        return self.ready == "True" and not self.deleting
-
-
-@dataclass(frozen=True, slots=True)
 class Skip:
     """An address or a node left out, with the reason (logged as a warning)."""
 
@@ -136,16 +116,21 @@ class Skip:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeAddresses:
-    """A node's published addresses (at most one per family, primary first), and what of
-    the node the rest of a run needs: not the :class:`NodeInfo`, which a run drops once
-    the addresses are chosen (its address list was a third of a 15,000-node run's memory).
+class Node:
+    """One listed node, as the selection and the object bodies use it.
+
+    Made from its list item as the page is read (:func:`node_of`); nothing
+    else of the node outlives the page. ``ips``: the addresses it would
+    publish, primary first, at most one per family (() when it is not
+    eligible or has none usable); ``skips``: the addresses left out.
     """
 
     name: str
-    uid: str
-    created: datetime  # for who keeps a shared IP (the newest node)
-    ips: tuple[IPAddress, ...]  # primary first; at most one IPv4 and one IPv6
+    eligible: bool  # Ready=True and not being deleted: nothing else is ever published
+    uid: str = ""
+    created: datetime = _OLDEST  # who keeps a shared IP: the newest node
+    ips: tuple[IPAddress, ...] = ()
+    skips: tuple[Skip, ...] = ()
 
     @property
     def primary(self) -> IPAddress:
@@ -204,8 +189,8 @@ def _timestamp(raw: str | None, field: str, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def slim(item: NodeItem) -> NodeInfo:
-    """The :class:`NodeInfo` of a decoded Node list item (the per-item conversion of the node list).
+def node_of(item: NodeItem, address_type: str) -> Node:
+    """The :class:`Node` of a decoded Node list item, its addresses chosen (``address_type``).
 
     Types were checked by the decoder; what is left to refuse is what no API
     server sends: an empty name, a creationTimestamp that is no timestamp.
@@ -214,20 +199,14 @@ def slim(item: NodeItem) -> NodeInfo:
     name = meta.name
     if not name:
         raise MalformedNode("node list item has an empty metadata.name")
-    ready = None
-    for cond in status.conditions or ():
-        if cond.type == "Ready":
-            ready = _STATES.get(cond.status, cond.status) if cond.status is not None else None
-            break
-    addresses = tuple((_TYPES[a.type], a.address) for a in status.addresses or () if a.type in _TYPES)
-    return NodeInfo(
-        name=sys.intern(name),  # the live objects' nodeNames share it
-        uid=meta.uid,
-        created=_timestamp(meta.creationTimestamp, "creationTimestamp", name),
-        deleting=meta.deletionTimestamp is not None,
-        ready=ready,
-        addresses=addresses,
-    )
+    created = _timestamp(meta.creationTimestamp, "creationTimestamp", name)
+    ready = next((c.status for c in status.conditions or () if c.type == "Ready"), None)
+    name = sys.intern(name)  # the live objects' nodeNames share it
+    if ready != "True" or meta.deletionTimestamp is not None:
+        return Node(name, False)  # never published, never takes an IP from anyone
+    addresses = [(a.type, a.address) for a in status.addresses or ()]
+    ips, skips = choose_addresses(name, addresses, address_type)
+    return Node(name, True, meta.uid, created, ips, tuple(skips))
 
 
 #: The ranges of ipaddress's is_loopback, is_link_local, is_unspecified and
@@ -251,41 +230,44 @@ def _unusable(ip: IPAddress) -> str | None:
     return None
 
 
-def choose_addresses(node: NodeInfo, address_type: str) -> tuple[NodeAddresses | None, list[Skip]]:
-    """Pick a node's addresses: preferred type, else the other; one per family.
+def choose_addresses(
+    name: str, addresses: Iterable[tuple[str, str]], address_type: str
+) -> tuple[tuple[IPAddress, ...], list[Skip]]:
+    """Pick node ``name``'s addresses ((type, address) in its order): preferred type, else the other.
 
-    Returns ``None`` (and a Skip saying why) when nothing usable is left.
+    At most one per family, the first of each. Returns () (and a Skip saying
+    why) when nothing usable is left.
     """
     skips: list[Skip] = []
     preferred = ADDRESS_TYPES[address_type]
     for kind in (preferred, _FALLBACK[preferred]):
         usable: list[IPAddress] = []
-        for typ, raw in node.addresses:
+        for typ, raw in addresses:
             if typ != kind:
                 continue
             try:
-                ip = _parse_ip(raw)
+                ip = parse_ip(raw)
             except ValueError:
-                skips.append(Skip(node.name, "not_an_ip", raw))
+                skips.append(Skip(name, "not_an_ip", raw))
                 continue
             if isinstance(ip, ipaddress.IPv6Address):
                 if ip.scope_id is not None:
                     # Go's net.ParseIP, and so the API server, rejects a zone
                     # ("fd00::1%eth0"): to Kubernetes it is not an IP.
-                    skips.append(Skip(node.name, "not_an_ip", raw))
+                    skips.append(Skip(name, "not_an_ip", raw))
                     continue
                 if ip.ipv4_mapped is not None:
                     # Go reads ::ffff:a.b.c.d as the IPv4 address a.b.c.d (its
                     # canonical form); an IPv6 slice rejects it, and Python's
                     # is_loopback misses ::ffff:127.0.0.1.
-                    ip = _parse_ip(str(ip.ipv4_mapped))
+                    ip = parse_ip(str(ip.ipv4_mapped))
             why = _unusable(ip)
             if why:
-                skips.append(Skip(node.name, why, raw))
+                skips.append(Skip(name, why, raw))
                 continue
             if all(ip.version != have.version for have in usable):
                 usable.append(ip)
         if usable:
-            return NodeAddresses(node.name, node.uid, node.created, tuple(usable)), skips
-    skips.append(Skip(node.name, "no_usable_address"))
-    return None, skips
+            return tuple(usable), skips
+    skips.append(Skip(name, "no_usable_address"))
+    return (), skips

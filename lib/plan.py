@@ -20,7 +20,7 @@ from lib import desired
 from lib.config import Config
 from lib.desired import FAMILIES, Selection
 from lib.live import Live, LiveObject
-from lib.nodes import IPAddress, NodeAddresses
+from lib.nodes import IPAddress, Node
 from lib.placement import place
 
 
@@ -325,7 +325,7 @@ def _slice_body(
     name: str,
     family: str,
     ips: tuple[IPAddress, ...],
-    holders: Mapping[IPAddress, NodeAddresses],
+    holders: Mapping[IPAddress, Node],
     service_uid: str | None,
     resource_version: str | None = None,
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from lib import config, desired, interrupts, kube, log, plan
@@ -21,7 +22,7 @@ from lib.config import Config
 from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
-from lib.nodes import NodeItem, slim
+from lib.nodes import Node, NodeItem, node_of
 
 _T = TypeVar("_T")
 
@@ -34,22 +35,15 @@ MAX_REPLANS = 3
 KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
 
 
-def node_items(address_type: str) -> kube.ListItems[NodeItem, desired.Candidate]:
-    """How the node list is decoded: the transport takes it from here (it knows no Node).
-
-    Each node becomes a :class:`~lib.desired.Candidate` as its page is read,
-    so only the chosen addresses of each node outlive the page.
-    """
+def node_items(address_type: str) -> kube.ListItems[NodeItem, Node]:
+    """How the node list is decoded (the transport knows no Node): each item its Node as its page is read."""
     return kube.ListItems(
-        NodeItem,
-        lambda item: desired.candidate(slim(item), address_type),
-        _name,
-        restarted="node_list_restarted",
+        NodeItem, partial(node_of, address_type=address_type), _name, restarted="node_list_restarted"
     )
 
 
-def _name(c: desired.Candidate) -> str:
-    return c.name
+def _name(node: Node) -> str:
+    return node.name
 
 
 @dataclass
@@ -189,7 +183,7 @@ def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Sum
 
 def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
     nodes, pages = api.list_nodes(cfg.node_selector, node_items(cfg.address_type))
-    sel = desired.select_from(_drained(nodes))  # each node's Candidate dropped as it is used
+    sel = desired.select(_drained(nodes))  # each unpublished node dropped as it is read
     summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
     summary.ip_conflicts = len(sel.conflicts)
     summary.addresses = len(sel.ips())

@@ -69,7 +69,7 @@ def _peak_of_list(fake: FakeApiServer, kubeconfig: str, count: int, page_size: i
 def test_peak_memory_does_not_grow_with_the_node_count(fake: FakeApiServer, kubeconfig: str) -> None:
     # 5 pages of 10 nodes, then 40: the peak is one page either way (its
     # bytes, its text, the parsed page; how the bytes arrive moves it by up
-    # to a fifth); only the slim NodeInfos (a few hundred bytes a node) add
+    # to a fifth); only the Nodes made of them (a few hundred bytes a node) add
     # up. Keeping every page would make it ~8x.
     few = _peak_of_list(fake, kubeconfig, 50, 10)
     many = _peak_of_list(fake, kubeconfig, 400, 10)

@@ -888,7 +888,7 @@ def test_internal_error_is_exit_1_with_a_traceback(
     def broken(*_: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(desired, "select_from", broken)
+    monkeypatch.setattr(desired, "select", broken)
     fake.set_nodes(nodes(1))
     r = run()
     assert r.code == ExitCode.INTERNAL and r.finished["reason"] == "RuntimeError: boom"

@@ -8,7 +8,6 @@ newest node wins an IP, and the loser is excluded entirely.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import tracemalloc
@@ -19,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lib import desired
 from lib.config import Config
 from lib.desired import (
     ENDPOINTS_MAX_BYTES,
@@ -29,12 +29,11 @@ from lib.desired import (
     encode,
     endpoint_slice,
     endpoints,
-    select,
     service,
     slice_endpoint,
 )
-from lib.nodes import NodeAddresses, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
-from tests.unit.nodeinfo import slim_raw
+from lib.nodes import Node, Skip, ip_key, parse_ip
+from tests.unit.node_of import node_raw
 
 OLD = "2024-01-01T00:00:00Z"
 NEW = "2024-06-01T00:00:00Z"
@@ -58,23 +57,26 @@ def node(
     ready: str | None = "True",
     created: str | None = OLD,
     deleting: bool = False,
-) -> NodeInfo:
-    """A slimmed Node; a bare address string is an InternalIP."""
+) -> dict[str, Any]:
+    """A Node list item (the fields a run reads); a bare address string is an InternalIP."""
     meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}"}
     if created is not None:
         meta["creationTimestamp"] = created
     if deleting:
         meta["deletionTimestamp"] = NEWEST
     pairs = [("InternalIP", a) if isinstance(a, str) else a for a in addresses]
-    return slim_raw(
-        {
-            "metadata": meta,
-            "status": {
-                "conditions": [] if ready is None else [{"type": "Ready", "status": ready}],
-                "addresses": [{"type": t, "address": a} for t, a in pairs],
-            },
-        }
-    )
+    return {
+        "metadata": meta,
+        "status": {
+            "conditions": [] if ready is None else [{"type": "Ready", "status": ready}],
+            "addresses": [{"type": t, "address": a} for t, a in pairs],
+        },
+    }
+
+
+def select(items: list[dict[str, Any]], address_type: str = "internal") -> Selection:
+    """The selection a run makes of these list items: each made its Node (``address_type``), then selected."""
+    return desired.select(node_raw(item, address_type) for item in items)
 
 
 def published(sel: Selection) -> list[tuple[str, list[str]]]:
@@ -182,7 +184,7 @@ UPSTREAM_CASES = [
 
 @pytest.mark.parametrize(("nodes", "address_type", "expected", "skips"), UPSTREAM_CASES)
 def test_upstream_cases(
-    nodes: list[NodeInfo], address_type: str, expected: list[tuple[str, str]], skips: list[Skip]
+    nodes: list[dict[str, Any]], address_type: str, expected: list[tuple[str, str]], skips: list[Skip]
 ) -> None:
     sel = select(nodes, address_type)
     assert endpoint_pairs(Config(), sel) == expected
@@ -308,7 +310,7 @@ def test_deleting_ready_node_is_never_published() -> None:
     ],
 )
 def test_each_ip_exactly_once(
-    nodes: list[NodeInfo], expected: list[tuple[str, list[str]]], conflicts: tuple[IPConflict, ...]
+    nodes: list[dict[str, Any]], expected: list[tuple[str, list[str]]], conflicts: tuple[IPConflict, ...]
 ) -> None:
     for order in (nodes, nodes[::-1]):
         sel = select(order, "internal")
@@ -379,7 +381,7 @@ def test_service_body_with_http_metrics_and_custom_names() -> None:
     assert "selector" not in body["spec"]
 
 
-def _sel(*nodes: NodeInfo) -> Selection:
+def _sel(*nodes: dict[str, Any]) -> Selection:
     return select(list(nodes), "internal")
 
 
@@ -450,7 +452,7 @@ def test_endpoints_with_http_metrics_has_three_ports_in_order() -> None:
         pytest.param([node("n1", ("Hostname", "n1"))], id="only-addressless"),
     ],
 )
-def test_endpoints_without_eligible_nodes_has_no_subsets_key(nodes: list[NodeInfo]) -> None:
+def test_endpoints_without_eligible_nodes_has_no_subsets_key(nodes: list[dict[str, Any]]) -> None:
     plan = endpoints(Config(), select(nodes, "internal"))
     assert "subsets" not in plan.body
     assert "annotations" not in plan.body["metadata"]
@@ -475,12 +477,11 @@ def test_endpoints_hold_more_than_a_thousand_addresses() -> None:
 def _named(count: int, length: int) -> Selection:
     """``count`` nodes with names of ``length`` characters and real (36-character) uids; in reverse."""
     nodes = [
-        dataclasses.replace(
-            node(f"{'n' * (length - 8)}-{i:07d}", str(ipaddress.IPv4Address(0x0A000000 + i))),
-            uid=str(uuid.UUID(int=i)),
-        )
+        node(f"{'n' * (length - 8)}-{i:07d}", str(ipaddress.IPv4Address(0x0A000000 + i)))
         for i in range(count)
     ]
+    for i, item in enumerate(nodes):
+        item["metadata"]["uid"] = str(uuid.UUID(int=i))
     return select(nodes[::-1], "internal")
 
 
@@ -604,7 +605,7 @@ CONFIGS = [
         pytest.param([node("n1", "10.0.0.1", "fd00::1"), node("n2", "fd00::2")], id="dual"),
     ],
 )
-def test_no_empty_map_or_list_in_any_body(cfg: Config, nodes: list[NodeInfo]) -> None:
+def test_no_empty_map_or_list_in_any_body(cfg: Config, nodes: list[dict[str, Any]]) -> None:
     sel = select(nodes, "internal")
     bodies = [service(cfg), endpoints(cfg, sel).body]
     for version, family in ((4, "IPv4"), (6, "IPv6")):
@@ -658,7 +659,7 @@ def test_encoded_bodies_identical_for_any_input_order() -> None:
         node("d", "fd00:0::4"),
     ]
     first = _bodies(Config(), select(nodes, "internal"))
-    for order in (nodes[::-1], nodes[1:] + nodes[:1], sorted(nodes, key=lambda n: n.uid)):
+    for order in (nodes[::-1], nodes[1:] + nodes[:1], sorted(nodes, key=lambda n: n["metadata"]["uid"])):
         assert _bodies(Config(), select(order, "internal")) == first
 
 
@@ -693,7 +694,7 @@ _TIMES = [None, OLD, NEW, NEWEST]
 
 
 @st.composite
-def node_sets(draw: st.DrawFn) -> list[NodeInfo]:
+def node_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     names = draw(st.lists(st.text("abcdef", min_size=1, max_size=3), min_size=2, max_size=8, unique=True))
     out = []
     for name in names:
@@ -719,30 +720,26 @@ def node_sets(draw: st.DrawFn) -> list[NodeInfo]:
     return out
 
 
-def _outranks(a: NodeAddresses, b: NodeAddresses) -> bool:
-    """SPEC priority: the newest creationTimestamp wins; on a tie the smallest name."""
+def _outranks(a: Node, b: Node) -> bool:
+    """The documented priority: the newest creationTimestamp wins; on a tie the smallest name."""
     return a.created > b.created or (a.created == b.created and a.name < b.name)
 
 
 @settings(max_examples=300, deadline=None)
 @given(nodes=node_sets(), address_type=st.sampled_from(["internal", "external"]), data=st.data())
-def test_select_properties(nodes: list[NodeInfo], address_type: str, data: st.DataObject) -> None:
+def test_select_properties(nodes: list[dict[str, Any]], address_type: str, data: st.DataObject) -> None:
     sel = select(nodes, address_type)
-    by_name = {n.name: n for n in nodes}
+    made = [node_raw(n, address_type) for n in nodes]
+    by_name = {n.name: n for n in made}
     pub_names = [p.name for p in sel.published]
 
     assert sel.nodes_total == len(nodes)
-    assert sel.nodes_eligible == sum(n.eligible for n in nodes)
+    assert sel.nodes_eligible == sum(n.eligible for n in made)
 
     # Each IP exactly once, only from eligible nodes, and only the node's own chosen addresses.
     all_ips = [ip for p in sel.published for ip in p.ips]
     assert len(all_ips) == len(set(all_ips))
-    candidates: dict[str, NodeAddresses] = {}
-    for n in nodes:
-        if n.eligible:
-            got, _ = choose_addresses(n, address_type)
-            if got is not None:
-                candidates[n.name] = got
+    candidates = {n.name: n for n in made if n.eligible and n.ips}
     for p in sel.published:
         assert by_name[p.name].eligible
         assert p.ips == candidates[p.name].ips
@@ -786,23 +783,22 @@ def test_select_properties(nodes: list[NodeInfo], address_type: str, data: st.Da
 def test_a_selection_keeps_nothing_of_a_node_but_what_it_publishes() -> None:
     # A run holds every published node at once: 15,000 of them. Each keeps
     # its name, uid, creation time and IPs (~830 bytes here, with the IP
-    # index); its address list and the rest of its NodeInfo go with its page
+    # index); its address list and the rest of its list item go with its page
     # of the list (kept, they were ~1,060 bytes a node).
     count = 2000
     parse_ip.cache_clear()  # its index grows by these IPs alone, as in a run
+    items = [
+        node(
+            f"n{i}",
+            f"10.2.{i // 250}.{i % 250 + 1}",
+            f"fd00:2::{i + 1:x}",
+            ("ExternalIP", f"203.0.{i // 250}.{i % 250 + 1}"),
+        )
+        for i in range(count)
+    ]
     tracemalloc.start()
     try:
-        nodes = [
-            node(
-                f"n{i}",
-                f"10.2.{i // 250}.{i % 250 + 1}",
-                f"fd00:2::{i + 1:x}",
-                ("ExternalIP", f"203.0.{i // 250}.{i % 250 + 1}"),
-            )
-            for i in range(count)
-        ]
-        sel = select(nodes, "internal")
-        del nodes
+        sel = select(items, "internal")
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()

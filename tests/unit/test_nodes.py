@@ -1,6 +1,7 @@
-"""lib/nodes.py: raw Node dicts -> NodeInfo (``slim``) and address choice.
+"""lib/nodes.py: raw Node dicts -> Node (``node_of``) and address choice.
 
-SPEC "Which nodes, which addresses". Small dicts, concrete expected values.
+docs/behaviour.md "What it publishes": which nodes, which addresses. Small
+dicts, concrete expected values.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 
 from lib import nodes
 from lib.kube import MalformedBody
-from lib.nodes import MalformedNode, NodeInfo, Skip, choose_addresses, ip_key, parse_ip
-from tests.unit.nodeinfo import slim_raw
+from lib.nodes import MalformedNode, Node, Skip, choose_addresses, ip_key, parse_ip
+from tests.unit.node_of import node_raw
 
 T0 = "2024-01-01T00:00:00Z"
 
@@ -50,20 +51,16 @@ def raw_node(
     }
 
 
-def info(addresses: list[tuple[str, str]], name: str = "n1") -> NodeInfo:
-    return slim_raw(raw_node(name, addresses))
-
-
 def chosen(addresses: list[tuple[str, str]], address_type: str = "internal") -> list[str] | None:
-    got, _ = choose_addresses(info(addresses), address_type)
-    return None if got is None else [str(ip) for ip in got.ips]
+    got, _ = choose_addresses("n1", addresses, address_type)
+    return [str(ip) for ip in got] or None
 
 
-# --- slim --------------------------------------------------------------------
+# --- node_of -----------------------------------------------------------------
 
 
-def test_slim_keeps_the_fields_the_core_needs() -> None:
-    got = slim_raw(
+def test_a_node_keeps_what_the_core_needs_and_its_chosen_addresses() -> None:
+    got = node_raw(
         raw_node(
             "node-a",
             [("Hostname", "node-a"), ("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")],
@@ -71,15 +68,14 @@ def test_slim_keeps_the_fields_the_core_needs() -> None:
             created="2024-03-04T05:06:07Z",
         )
     )
-    assert got == NodeInfo(
+    assert got == Node(
         name="node-a",
+        eligible=True,
         uid="1234",
         created=datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC),
-        deleting=False,
-        ready="True",
-        addresses=(("InternalIP", "10.0.0.1"), ("ExternalIP", "203.0.113.1")),
+        ips=(ipaddress.ip_address("10.0.0.1"),),
     )
-    assert got.eligible is True
+    assert got.primary is parse_ip("10.0.0.1")  # made once, shared with the live objects' reads
 
 
 @pytest.mark.parametrize(
@@ -96,25 +92,25 @@ def test_slim_keeps_the_fields_the_core_needs() -> None:
 def test_eligible_only_when_ready_true_and_not_deleting(
     ready: str | None, deleting: bool, eligible: bool
 ) -> None:
-    got = slim_raw(raw_node(ready=ready, deleting=deleting))
-    assert got.ready == ready
-    assert got.deleting is deleting
+    got = node_raw(raw_node(addresses=[("InternalIP", "10.0.0.1")], ready=ready, deleting=deleting))
     assert got.eligible is eligible
+    # A node that is not eligible keeps nothing but its name: it never takes an IP from anyone.
+    assert got == (
+        Node("n1", True, "uid-n1", got.created, (parse_ip("10.0.0.1"),)) if eligible else Node("n1", False)
+    )
 
 
 def test_ready_condition_without_status_is_not_eligible() -> None:
     item = raw_node()
     item["status"]["conditions"] = [{"type": "Ready"}]
-    assert slim_raw(item).eligible is False
+    assert node_raw(item).eligible is False
 
 
 @pytest.mark.parametrize("conditions", [None, []])
 def test_no_conditions_means_not_ready(conditions: Any) -> None:
     item = raw_node()
     item["status"]["conditions"] = conditions
-    got = slim_raw(item)
-    assert got.ready is None
-    assert got.eligible is False
+    assert node_raw(item).eligible is False
 
 
 @pytest.mark.parametrize(
@@ -126,18 +122,21 @@ def test_no_conditions_means_not_ready(conditions: Any) -> None:
     ],
 )
 def test_creation_timestamp_is_parsed_to_aware_utc(raw: str, expected: datetime) -> None:
-    got = slim_raw(raw_node(created=raw)).created
+    got = node_raw(raw_node(addresses=[("InternalIP", "10.0.0.1")], created=raw)).created
     assert got == expected
     assert got.tzinfo is not None
 
 
 def test_missing_creation_timestamp_is_older_than_any_real_one() -> None:
-    missing = slim_raw(raw_node(created=None)).created
-    assert missing < slim_raw(raw_node(created="1970-01-01T00:00:00Z")).created
+    missing = node_raw(raw_node(addresses=[("InternalIP", "10.0.0.1")], created=None)).created
+    assert (
+        missing
+        < node_raw(raw_node(addresses=[("InternalIP", "10.0.0.1")], created="1970-01-01T00:00:00Z")).created
+    )
 
 
-def test_slim_drops_hostname_and_dns_addresses_and_keeps_node_order() -> None:
-    got = slim_raw(
+def test_hostname_and_dns_addresses_are_never_chosen_and_node_order_counts() -> None:
+    got = node_raw(
         raw_node(
             addresses=[
                 ("Hostname", "n1"),
@@ -149,24 +148,24 @@ def test_slim_drops_hostname_and_dns_addresses_and_keeps_node_order() -> None:
             ]
         )
     )
-    assert got.addresses == (
-        ("ExternalIP", "203.0.113.1"),
-        ("InternalIP", "10.0.0.2"),
-        ("InternalIP", "10.0.0.1"),
-    )
+    assert got.ips == (parse_ip("10.0.0.2"),)
+    assert node_raw(got_raw := raw_node(addresses=[("Hostname", "n1"), ("InternalDNS", "n1.x")])).ips == ()
+    assert node_raw(got_raw).skips == (Skip("n1", "no_usable_address"),)
 
 
 @pytest.mark.parametrize("addresses", [None, []])
 def test_no_addresses_field_is_fine(addresses: Any) -> None:
     item = raw_node()
     item["status"]["addresses"] = addresses
-    assert slim_raw(item).addresses == ()
+    assert node_raw(item).ips == ()
+    assert node_raw(item).skips == (Skip("n1", "no_usable_address"),)
 
 
 def test_missing_uid_is_empty_string() -> None:
     item = raw_node()
     del item["metadata"]["uid"]
-    assert slim_raw(item).uid == ""
+    item["status"]["addresses"] = [{"type": "InternalIP", "address": "10.0.0.1"}]
+    assert node_raw(item).uid == ""
 
 
 def _without(path: tuple[str, ...]) -> dict[str, Any]:
@@ -225,7 +224,7 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 def test_malformed_items_are_refused_naming_the_item_and_the_field(item: Any, message: str) -> None:
     # Refused by the typed decoder itself (the same one a run uses), never built.
     with pytest.raises(MalformedBody, match=message) as caught:
-        slim_raw(item)
+        node_raw(item)
     assert caught.value.retry is False  # the same server would send it again: final, exit 4
 
 
@@ -241,9 +240,9 @@ def test_malformed_items_are_refused_naming_the_item_and_the_field(item: Any, me
         pytest.param(_with(("metadata", "creationTimestamp"), ""), "creationTimestamp", id="empty-timestamp"),
     ],
 )
-def test_values_no_api_server_sends_are_refused_by_slim(item: Any, message: str) -> None:
+def test_values_no_api_server_sends_are_refused(item: Any, message: str) -> None:
     with pytest.raises(MalformedNode, match=message):
-        slim_raw(item)
+        node_raw(item)
 
 
 def test_unknown_fields_of_any_shape_are_skipped() -> None:
@@ -252,7 +251,7 @@ def test_unknown_fields_of_any_shape_are_skipped() -> None:
     item["status"]["images"] = [{"names": ["x" * 100], "sizeBytes": 1}]
     item["status"]["addresses"][0]["extra"] = [1, {"a": None}]
     item["spec"] = {"taints": [{"key": "k", "effect": "NoSchedule"}]}
-    assert slim_raw(item) == slim_raw(raw_node("n1", [("InternalIP", "10.0.0.1")]))
+    assert node_raw(item) == node_raw(raw_node("n1", [("InternalIP", "10.0.0.1")]))
 
 
 # --- choose_addresses ----------------------------------------------------------
@@ -317,12 +316,11 @@ def test_choose_addresses(addresses: list[tuple[str, str]], address_type: str, e
 
 def test_primary_is_first_usable_address_of_chosen_type() -> None:
     got, skips = choose_addresses(
-        info([("InternalIP", "169.254.0.1"), ("InternalIP", "fd00::1"), ("InternalIP", "10.0.0.1")]),
+        "n1",
+        [("InternalIP", "169.254.0.1"), ("InternalIP", "fd00::1"), ("InternalIP", "10.0.0.1")],
         "internal",
     )
-    assert got is not None
-    assert got.primary == ipaddress.ip_address("fd00::1")
-    assert got.ips == (ipaddress.ip_address("fd00::1"), ipaddress.ip_address("10.0.0.1"))
+    assert got == (ipaddress.ip_address("fd00::1"), ipaddress.ip_address("10.0.0.1"))
     assert skips == [Skip("n1", "link-local", "169.254.0.1")]
 
 
@@ -349,11 +347,8 @@ def test_primary_is_first_usable_address_of_chosen_type() -> None:
     ],
 )
 def test_unusable_address_is_skipped_with_node_and_reason(address: str, reason: str) -> None:
-    got, skips = choose_addresses(
-        info([("InternalIP", address), ("InternalIP", "10.0.0.7")], name="node-x"), "internal"
-    )
-    assert got is not None
-    assert [str(ip) for ip in got.ips] == ["10.0.0.7"]
+    got, skips = choose_addresses("node-x", [("InternalIP", address), ("InternalIP", "10.0.0.7")], "internal")
+    assert [str(ip) for ip in got] == ["10.0.0.7"]
     assert skips == [Skip("node-x", reason, address)]
 
 
@@ -372,17 +367,15 @@ def test_ipv4_mapped_ipv6_is_its_ipv4_address() -> None:
     ],
 )
 def test_node_without_usable_address_is_skipped(addresses: list[tuple[str, str]]) -> None:
-    got, skips = choose_addresses(info(addresses, name="node-y"), "internal")
-    assert got is None
+    got, skips = choose_addresses("node-y", addresses, "internal")
+    assert got == ()
     assert skips[-1] == Skip("node-y", "no_usable_address")
     assert all(s.node == "node-y" for s in skips)
 
 
 def test_all_unusable_reports_every_bad_address() -> None:
-    got, skips = choose_addresses(
-        info([("InternalIP", "127.0.0.1"), ("ExternalIP", "garbage")], name="z"), "internal"
-    )
-    assert got is None
+    got, skips = choose_addresses("z", [("InternalIP", "127.0.0.1"), ("ExternalIP", "garbage")], "internal")
+    assert got == ()
     assert skips == [
         Skip("z", "loopback", "127.0.0.1"),
         Skip("z", "not_an_ip", "garbage"),
@@ -462,8 +455,7 @@ def _usable(raw: str) -> bool:
 def test_chosen_addresses_match_an_independent_oracle(
     addresses: list[tuple[str, str]], address_type: str
 ) -> None:
-    node = info(addresses)
-    got, skips = choose_addresses(node, address_type)
+    got, skips = choose_addresses("n1", addresses, address_type)
     assert all(s.node == "n1" for s in skips)
 
     preferred, other = (
@@ -471,7 +463,7 @@ def test_chosen_addresses_match_an_independent_oracle(
     )
     expected: list[str] = []
     for kind in (preferred, other):
-        for t, raw in node.addresses:
+        for t, raw in addresses:
             ip = _canon(raw)
             taken = {ipaddress.ip_address(e).version for e in expected}
             if t == kind and _usable(raw) and ip is not None and ip.version not in taken:
@@ -479,12 +471,10 @@ def test_chosen_addresses_match_an_independent_oracle(
         if expected:
             break
     if not expected:
-        assert got is None
+        assert got == ()
         assert skips[-1] == Skip("n1", "no_usable_address")
         return
-    assert got is not None
-    assert [str(ip) for ip in got.ips] == expected
-    assert str(got.primary) == expected[0]
+    assert [str(ip) for ip in got] == expected
     assert all(s.reason != "no_usable_address" for s in skips)
 
 

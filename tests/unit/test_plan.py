@@ -11,9 +11,8 @@ import pytest
 
 from lib import desired, plan
 from lib.config import Config
-from lib.desired import select
 from lib.live import Live, LiveObject, view
-from tests.unit.nodeinfo import slim_raw
+from tests.unit.node_of import node_raw
 
 FM = "kubelet-endpoints-reconciler"
 
@@ -29,7 +28,7 @@ def node(name: str, *ips: str, ready: str = "True", created: str = "2026-01-01T0
 
 
 def selection(*nodes: dict[str, Any]) -> desired.Selection:
-    return select([slim_raw(n) for n in nodes], "internal")
+    return desired.select(node_raw(n) for n in nodes)
 
 
 #: Granular lists of our kinds and their keys (SSA's schema); every other list is atomic.
