@@ -182,6 +182,61 @@ def reconcile(cfg: Config, environ: Mapping[str, str], logger: Any, summary: Sum
 
 
 def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
+    sel = _select(cfg, api, logger, summary)
+    live = _read_live(cfg, api)
+    summary.changes = plan.changes(cfg, sel, live)
+    versions = _slice_versions(live)  # each slice of ours at the version our writes leave it
+    made, replans, logged = summary.writes, 0, list[plan.Warning]()
+    while True:
+        p, live = _plan(cfg, api, sel, live)
+        for w in p.warnings:
+            if replans == 0 and w not in logged:  # a re-plan's are the first's again, mostly
+                logged.append(w)
+                logger.warning(w.event, **w.fields)
+        if p.empties and not cfg.allow_empty:
+            raise SafetyGuard(
+                f"refusing to replace {p.empties} published IPs with none"
+                f" ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes); --allow-empty permits it"
+            )
+        try:
+            for step in p.steps:
+                answer = _write(cfg, api, logger, step)
+                summary.writes += 1
+                if isinstance(step, plan.Delete):
+                    versions.pop(step.name, None)
+                elif step.kind == "EndpointSlice":
+                    versions[step.name] = str((answer.get("metadata") or {}).get("resourceVersion") or "")
+                elif step.kind == "Service":
+                    live = replace(live, service=view(answer, "Service", cfg.field_manager))
+            if not p.complete:
+                # The Service is new: plan the rest with its uid, from the apply's
+                # answer (a dry run stores nothing to read back).
+                continue
+            wrote = summary.writes > made and cfg.manages_slices and not cfg.dry_run
+            twice = _ips_in_two_slices(cfg, api, versions) if wrote else []
+            if not twice:
+                break
+            # The resourceVersion guards each slice, not the set: a run overlapping
+            # ours that read another node list can have put one new IP in another
+            # slice (in its view that one had room). Plan again from what is there
+            # now; placement keeps the first copy. The run that wrote second always
+            # sees both writes here.
+            reason = (
+                f"{len(twice)} IPs in two slices after an overlapping run's write: {', '.join(twice[:5])}"
+            )
+        except WriteConflict as exc:
+            reason = exc.reason
+        if replans == MAX_REPLANS:
+            raise WriteConflict(reason)
+        replans += 1
+        logger.warning("write_conflict", reason=reason, attempt=replans)
+        live = _read_live(cfg, api)
+        versions, made = _slice_versions(live), summary.writes
+    summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+
+def _select(cfg: Config, api: Api, logger: Any, summary: Summary) -> desired.Selection:
+    """List the nodes and select who is published at which IPs; log what was left out."""
     nodes, pages = api.list_nodes(cfg.node_selector, node_items(cfg.address_type))
     sel = desired.select(_drained(nodes))  # each unpublished node dropped as it is read
     summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
@@ -192,54 +247,11 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
         logger.warning("node_skipped", node=skip.node, reason=skip.reason, address=skip.address)
     for c in sel.conflicts:
         logger.warning("ip_conflict", ip=c.ip, winner=c.winner, losers=list(c.losers))
+    return sel
 
-    for attempt in range(MAX_REPLANS + 1):
-        p, live = _plan(cfg, api, sel, _read_live(cfg, api))
-        if attempt == 0:
-            summary.changes = plan.changes(cfg, sel, live)
-            for w in p.warnings:
-                logger.warning(w.event, **w.fields)
-        if p.empties and not cfg.allow_empty:
-            raise SafetyGuard(
-                f"refusing to replace {p.empties} published IPs with none"
-                f" ({sel.nodes_eligible} eligible of {sel.nodes_total} nodes); --allow-empty permits it"
-            )
-        # The resourceVersion of every slice of our Service once our writes are made.
-        versions = {s.name: s.resource_version or "" for s in live.slices}
-        try:
-            written, service = _carry_out(cfg, api, logger, summary, p, versions)
-            if not p.complete and service is not None:
-                # The Service is new: plan the rest with its uid, from the apply's
-                # answer (a dry run stores nothing to read back).
-                rest, live = _plan(
-                    cfg, api, sel, replace(live, service=view(service, "Service", cfg.field_manager))
-                )
-                for w in rest.warnings:
-                    if attempt == 0 and w not in p.warnings:
-                        logger.warning(w.event, **w.fields)
-                written += _carry_out(cfg, api, logger, summary, rest, versions)[0]
-        except WriteConflict as exc:
-            if attempt == MAX_REPLANS:
-                raise
-            logger.warning("write_conflict", reason=exc.reason, attempt=attempt + 1)
-            continue
-        twice = (
-            _ips_in_two_slices(cfg, api, versions)
-            if written and cfg.manages_slices and not cfg.dry_run
-            else []
-        )
-        if not twice:
-            break
-        # The resourceVersion guards each slice, not the set: a run overlapping
-        # ours that read another node list can have put one new IP in another
-        # slice (in its view that one had room). Plan again from what is there
-        # now; placement keeps the first copy. The run that wrote second always
-        # sees both writes here.
-        reason = f"{len(twice)} IPs in two slices after an overlapping run's write: {', '.join(twice[:5])}"
-        if attempt == MAX_REPLANS:
-            raise WriteConflict(reason)
-        logger.warning("write_conflict", reason=reason, attempt=attempt + 1)
-    summary.outcome = "dry_run" if cfg.dry_run else "applied" if summary.writes else "unchanged"
+
+def _slice_versions(live: Live) -> dict[str, str]:
+    return {s.name: s.resource_version or "" for s in live.slices}
 
 
 def _plan(cfg: Config, api: Api, sel: desired.Selection, live: Live) -> tuple[plan.Plan, Live]:
@@ -321,49 +333,26 @@ def _ips_in_two_slices(cfg: Config, api: Api, versions: Mapping[str, str]) -> li
     return plan.ips_in_two_slices(_list_slices(cfg, api))
 
 
-def _carry_out(
-    cfg: Config, api: Api, logger: Any, summary: Summary, p: plan.Plan, versions: dict[str, str]
-) -> tuple[int, Mapping[str, Any] | None]:
-    """Make the plan's writes in order, counting each as it is made.
-
-    Return how many were made and the API's answer to the last Service apply;
-    record in ``versions`` the resourceVersion each write leaves a slice at.
-    """
-    made, service = 0, None
-    for step in p.steps:
-        if isinstance(step, plan.Apply):
-            path = object_path(step.kind, cfg.namespace, step.name)
-            result = api.apply(path, desired.encode(step.body), cfg.field_manager, cfg.dry_run)
-            rv = (result.get("metadata") or {}).get("resourceVersion")
-            if step.kind == "Service":
-                service = result
-            elif step.kind == "EndpointSlice":
-                versions[step.name] = str(rv or "")
-            logger.info(
-                "object_applied", kind=step.kind, name=step.name, resource_version=rv, dry_run=cfg.dry_run
-            )
-        elif isinstance(step, plan.Remove):
-            path = object_path(step.kind, cfg.namespace, step.name)
-            result = api.json_patch(path, step.ops, cfg.dry_run)
-            rv = (result.get("metadata") or {}).get("resourceVersion")
-            if step.kind == "EndpointSlice":
-                versions[step.name] = str(rv or "")
-            logger.info(
-                "foreign_fields_removed",
-                kind=step.kind,
-                name=step.name,
-                fields=list(step.fields),
-                resource_version=rv,
-                dry_run=cfg.dry_run,
-            )
-        else:
-            path = object_path("EndpointSlice", cfg.namespace, step.name)
-            api.delete(path, cfg.dry_run, step.resource_version)
-            versions.pop(step.name, None)
-            if step.foreign:
-                logger.info("foreign_endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
-            else:
-                logger.info("endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
-        made += 1
-        summary.writes += 1
-    return made, service
+def _write(cfg: Config, api: Api, logger: Any, step: plan.Step) -> Mapping[str, Any]:
+    """Make one write of a plan and log it; the API server's answer ({} for a delete)."""
+    if isinstance(step, plan.Delete):
+        api.delete(object_path("EndpointSlice", cfg.namespace, step.name), cfg.dry_run, step.resource_version)
+        event = "foreign_endpointslice_deleted" if step.foreign else "endpointslice_deleted"
+        logger.info(event, name=step.name, dry_run=cfg.dry_run)
+        return {}
+    path = object_path(step.kind, cfg.namespace, step.name)
+    if isinstance(step, plan.Remove):
+        answer = api.json_patch(path, step.ops, cfg.dry_run)
+        logger.info(
+            "foreign_fields_removed",
+            kind=step.kind,
+            name=step.name,
+            fields=list(step.fields),
+            resource_version=(answer.get("metadata") or {}).get("resourceVersion"),
+            dry_run=cfg.dry_run,
+        )
+        return answer
+    answer = api.apply(path, desired.encode(step.body), cfg.field_manager, cfg.dry_run)
+    rv = (answer.get("metadata") or {}).get("resourceVersion")
+    logger.info("object_applied", kind=step.kind, name=step.name, resource_version=rv, dry_run=cfg.dry_run)
+    return answer
