@@ -1,7 +1,7 @@
 """Command line and environment: one frozen :class:`Config` per run.
 
 Every flag also reads ``KUBELET_ENDPOINTS_<FLAG>`` (``--kubeconfig`` reads
-``KUBECONFIG``); the flag wins over the variable (SPEC "Command line").
+``KUBECONFIG``); the flag wins over the variable (README "Command line").
 Every bad value raises :class:`~lib.exitcodes.UsageError` (exit 2).
 """
 

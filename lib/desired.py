@@ -1,6 +1,6 @@
 """Desired state, pure: nodes in, each IP exactly once, object bodies out.
 
-SPEC "Each IP exactly once" and "Objects written". Bodies are plain dicts
+docs/behaviour.md "What it publishes". Bodies are plain dicts
 serialised by :func:`encode` to byte-identical JSON for the same input, so a
 re-apply changes no ``resourceVersion``; they never carry an empty map or
 list (on a real API server such an apply re-stamps managedFields and bumps
@@ -127,7 +127,7 @@ def common_labels(cfg: Config) -> dict[str, str]:
 
 
 def ports(cfg: Config) -> list[dict[str, Any]]:
-    """The kubelet ports, in SPEC order."""
+    """The kubelet ports, in the documented order."""
     out: list[dict[str, Any]] = [
         {"name": "https-metrics", "port": 10250, "protocol": "TCP"},
         {"name": "cadvisor", "port": 4194, "protocol": "TCP"},

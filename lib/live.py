@@ -33,7 +33,7 @@ _IDENTITY = {
     ("metadata", "namespace"),
     ("metadata", "resourceVersion"),
 }
-#: Where foreign fields are looked for (SPEC "Other writers"): ports, labels, annotations.
+#: Where foreign fields are looked for (docs/behaviour.md "Other writers"): ports, labels, annotations.
 _FOREIGN_SCOPES = (("metadata", "labels"), ("metadata", "annotations"), ("spec", "ports"))
 
 

@@ -3,7 +3,7 @@
 Given the :class:`~lib.desired.Selection` and what the API server holds now
 (:class:`~lib.live.Live`), decide every write (Service, Endpoints, slices,
 take-over), their order, the warnings about other writers, and whether the
-empty-set guard trips (SPEC "Safety"). ``lib.run`` only carries the plan out.
+empty-set guard trips (docs/behaviour.md "Safety"). ``lib.run`` only carries the plan out.
 Objects that already hold what we would apply are left alone, so a run over
 an unchanged cluster costs reads only and changes no ``resourceVersion``.
 """

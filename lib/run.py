@@ -1,6 +1,6 @@
 """One run, end to end: config, node list, desired state, writes, exit code.
 
-``main`` is the only place where failures become exit codes (SPEC "Exit
+``main`` is the only place where failures become exit codes (README "Exit
 codes") and where the one ``reconcile_finished`` event of a run is logged,
 successful or not.
 """
@@ -31,7 +31,8 @@ SUMMARY_CAP = 20
 #: A slice write refused because the slice changed since we read it (an
 #: overlapping run) makes the run read the live objects and plan again.
 MAX_REPLANS = 3
-#: Other Services of this label are scraped by the kubelet ServiceMonitor too (SPEC "Other writers").
+#: Other Services of this label are scraped by the kubelet ServiceMonitor too
+#: (docs/behaviour.md "Other writers").
 KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
 
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _main(argv, environ, Summary(), started)
         finally:
             # Decoded client keys and certificates the client wrote to $TMPDIR:
-            # removed on every exit, a signal's included (SPEC "Safety").
+            # removed on every exit, a signal's included (docs/behaviour.md "Safety").
             kube.remove_temp_files()
 
 

@@ -24,10 +24,10 @@ from lib.kube.transport import _one_line
 
 
 def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[str, str]) -> Any:
-    """An ``ApiClient`` from --kubeconfig/--context, in-cluster, or ~/.kube/config (SPEC order).
+    """An ``ApiClient`` from --kubeconfig/--context, in-cluster, or ~/.kube/config (in that order).
 
     Errors name the file and the kind of problem only, never its contents
-    (SPEC "Security"): the loader's own messages quote whole kubeconfig
+    (docs/behaviour.md "Security"): the loader's own messages quote whole kubeconfig
     entries, tokens included, and YAML errors quote the offending line.
     """
     from kubernetes.client import ApiClient, Configuration

@@ -1,6 +1,6 @@
 """lib/config.py: flags, ``KUBELET_ENDPOINTS_<FLAG>`` variables, defaults, usage errors.
 
-SPEC "Command line (contract)".
+README "Command line".
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from lib.config import Config, parse
 from lib.exitcodes import ExitCode, UsageError
 
-# SPEC's table, flag -> default.
-SPEC_DEFAULTS: dict[str, Any] = {
+# The README's table, flag -> default.
+README_DEFAULTS: dict[str, Any] = {
     "kubeconfig": None,
     "context": None,
     "namespace": "kube-system",
@@ -36,7 +36,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
 
 def test_defaults_equal_the_spec_table() -> None:
     cfg = parse([], {})
-    for field, expected in SPEC_DEFAULTS.items():
+    for field, expected in README_DEFAULTS.items():
         assert getattr(cfg, field) == expected, field
     assert cfg.manages_endpoints is True
     assert cfg.manages_slices is True

@@ -1,7 +1,7 @@
 """lib/desired.py: eligibility, each IP exactly once, the apply bodies, encode, diff.
 
-SPEC "Which nodes, which addresses", "Each IP exactly once" and "Objects
-written". The upstream prometheus-operator kubelet controller cases are
+docs/behaviour.md "What it publishes": which nodes and addresses, each IP
+exactly once, the objects written. The upstream prometheus-operator kubelet controller cases are
 re-stated with OUR expected results: NotReady nodes are never published, the
 newest node wins an IP, and the loser is excluded entirely.
 """
