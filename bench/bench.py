@@ -462,7 +462,7 @@ def report(results: dict[str, Any], out: IO[str]) -> None:
 #: Issue 12's goals: at the largest size, wall time at most this share of the floor's
 #: (unchanged cluster and from nothing), and the peak RSS at most this, flat over sizes.
 GOAL_RATIO = 0.6
-GOAL_RSS_MIB = 80.0
+GOAL_RSS_MIB = 96.0  # docs/performance.md: the 256 Mi limit, 47 MiB of it the client alone
 #: "Flat": the largest size's peak RSS within this factor of the smallest's.
 GOAL_FLAT = 1.15
 

@@ -182,7 +182,7 @@ def view(obj: Mapping[str, Any], kind: str, field_manager: str) -> LiveObject:
         labels=labels,
         ours=ours,
         address_type=str(address_type) if address_type else None,
-        addresses=tuple(_shared(str(a)) for a, _ in pairs),
+        addresses=tuple(str(a) for a, _ in pairs),
         node_names=tuple(n for _, n in pairs),
         owned=owned,
         others=tuple(others),
@@ -198,15 +198,6 @@ def _node_of(address: Mapping[str, Any]) -> str:
     ref = address.get("targetRef") or {}
     name = address.get("nodeName") or (ref.get("name") if ref.get("kind") == "Node" else None)
     return sys.intern(str(name or ""))
-
-
-def _shared(text: str) -> str:
-    """An IP's canonical text as the node list gave it (one string, not a copy per object); else ``text``."""
-    try:
-        canonical = str(parse_ip(text))
-    except ValueError:
-        return text
-    return canonical if canonical == text else text
 
 
 # --- which fields do others own ------------------------------------------------------
