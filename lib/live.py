@@ -33,19 +33,60 @@ _IDENTITY = {
     ("metadata", "namespace"),
     ("metadata", "resourceVersion"),
 }
-#: Where foreign fields are looked for (docs/behaviour.md "Other writers"): ports, labels, annotations.
-_FOREIGN_SCOPES = (("metadata", "labels"), ("metadata", "annotations"), ("spec", "ports"))
+#: Foreign fields are every field another manager owns and we do not set
+#: (docs/behaviour.md, "Other writers"), at the grain a JSON patch can remove
+#: one: a member of these (a label, an annotation, an owner, a port) ...
+_KEYED = (
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("metadata", "ownerReferences"),
+    ("spec", "ports"),
+)
+#: ... a field of ``spec`` (``spec.selector``), of ``metadata`` only its
+#: finalizers (the rest is identity), and any other top-level field.
+_OPEN = ("metadata", "spec")
+_METADATA = ("finalizers",)
+#: Never foreign, whoever owns them: what the API server sets itself. A
+#: Service created by a plain create records its defaults (type,
+#: sessionAffinity, internalTrafficPolicy ...) as its creator's fields;
+#: removed, they come straight back (or the removal is refused: clusterIP is
+#: immutable), so each run would find and remove them again. A clusterIP or
+#: type that keeps a Service from being ours is a conflict instead
+#: (:meth:`LiveObject.not_headless`).
+_SERVER_SET = {
+    ("apiVersion",),
+    ("kind",),
+    ("status",),
+    ("addressType",),  # an EndpointSlice's, immutable; ours always sets it
+    *(
+        ("spec", name)
+        for name in (
+            "clusterIP",
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "type",
+            "sessionAffinity",
+            "internalTrafficPolicy",
+            "externalTrafficPolicy",
+            "allocateLoadBalancerNodePorts",
+        )
+    ),
+}
 
 
 @dataclass(frozen=True)
 class ForeignField:
     """A field of one of our objects owned by another manager and not set by us."""
 
-    path: tuple[str, ...]  # e.g. ("metadata", "labels", "team") or ("spec", "ports", '{"port":10255,...}')
+    path: tuple[str, ...]  # e.g. ("metadata", "labels", "team"), ("spec", "ports", '{"port":10255,...}')
     managers: tuple[str, ...]
-    value: Any  # the live value (a label's text, a whole port item)
+    value: Any  # the live value (a label's text, a whole port item, a selector)
+    keyed: bool = True  # a member of a map or map list (path[-1] its key); else a field of its own
 
     def describe(self) -> str:
+        if not self.keyed:
+            return ".".join(self.path)  # spec.selector
         scope, key = ".".join(self.path[:-1]), self.path[-1]
         return f"{scope}[{key}]"
 
@@ -83,9 +124,28 @@ class LiveObject:
                 continue
 
     def foreign(self, body: Mapping[str, Any]) -> tuple[ForeignField, ...]:
-        """Ports, labels and annotations other managers own here that ``body`` does not set:
+        """Fields other managers own here that ``body`` does not set (but those the server sets):
         a forced apply of ``body`` leaves them in place (SSA keeps other owners' fields)."""
         return tuple(_foreign(self.raw, body, self.others))
+
+    def managers(self) -> list[str]:
+        """Every field manager of this object but our own applies, sorted."""
+        return sorted({m for m, _ in self.others})
+
+    def not_headless(self) -> tuple[str, Any] | None:
+        """For a Service: the field, and its value, that keeps it from being our headless one.
+
+        ``spec.clusterIP`` is immutable once set (an apply of ``None`` over an
+        allocated address is refused with 422, on every run); a ``type`` other
+        than ClusterIP is someone else's Service in any case.
+        """
+        spec = self.raw.get("spec")
+        spec = spec if isinstance(spec, Mapping) else {}
+        if spec.get("clusterIP") not in (None, "", "None"):
+            return "spec.clusterIP", spec.get("clusterIP")
+        if spec.get("type") not in (None, "", "ClusterIP"):
+            return "spec.type", spec.get("type")
+        return None
 
     def removal(self, foreign: Iterable[ForeignField]) -> tuple[dict[str, Any], ...]:
         """JSON patch operations that remove ``foreign``, after a test of our resourceVersion.
@@ -95,7 +155,7 @@ class LiveObject:
         """
         ops: list[tuple[tuple[int, str], dict[str, Any]]] = []
         for f in foreign:
-            scope = "/" + "/".join(f.path[:-1])
+            scope = "".join("/" + _pointer(key) for key in f.path[:-1])
             container = _walk(self.raw, f.path[:-1])
             if isinstance(container, list):
                 index = container.index(f.value)
@@ -206,16 +266,39 @@ def _node_of(address: Mapping[str, Any]) -> str:
 def _foreign(
     obj: Mapping[str, Any], body: Mapping[str, Any], others: Iterable[tuple[str, Mapping[str, Any]]]
 ) -> Iterator[ForeignField]:
-    found: dict[tuple[str, ...], list[str]] = {}
+    found: dict[tuple[tuple[str, ...], bool], list[str]] = {}
     for manager, fields in others:
-        for scope in _FOREIGN_SCOPES:
-            for key in _at(fields, scope):
-                if key != "." and not _sets(body, scope, key):
-                    found.setdefault((*scope, key[2:]), []).append(manager)
-    for path, managers in sorted(found.items()):
-        value = _value(obj, path)
+        for scope, key in _owned(fields):
+            if not _sets(body, scope, key):
+                keyed = scope in _KEYED
+                path = (*scope, key[2:]) if keyed else scope
+                found.setdefault((path, keyed), []).append(manager)
+    for (path, keyed), managers in sorted(found.items()):
+        value = _value(obj, path) if keyed else _walk(obj, path)
         if value is not None:
-            yield ForeignField(path, tuple(sorted(set(managers))), value)
+            yield ForeignField(path, tuple(sorted(set(managers))), value, keyed)
+
+
+def _owned(fields: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(scope, key) of each field of one manager's fieldsV1, at the grain a removal takes.
+
+    A member of a :data:`_KEYED` map or list is (its scope, its ``f:``/``k:``
+    key); any other field is (its path, ``""``).
+    """
+    for top in fields:
+        if not top.startswith("f:") or (top[2:],) in _SERVER_SET:
+            continue
+        if top[2:] not in _OPEN:
+            yield (top[2:],), ""
+            continue
+        for child in _at(fields, (top[2:],)):
+            path = (top[2:], child[2:])
+            if not child.startswith("f:") or path in _SERVER_SET:
+                continue
+            if path in _KEYED:
+                yield from ((path, key) for key in _at(fields, path) if key != ".")
+            elif top != "f:metadata" or path[1] in _METADATA:
+                yield path, ""
 
 
 def _pointer(key: str) -> str:
@@ -224,8 +307,10 @@ def _pointer(key: str) -> str:
 
 
 def _sets(body: Mapping[str, Any], scope: tuple[str, ...], key: str) -> bool:
-    """Does ``body`` set the field ``key`` (``f:name`` or ``k:{...}``) under ``scope``?"""
+    """Does ``body`` set ``key`` (``f:name`` or ``k:{...}``) under ``scope``, or ``scope`` itself (no key)?"""
     node = _walk(body, scope)
+    if not key:
+        return node is not None
     if isinstance(node, Mapping):
         return key.startswith("f:") and key[2:] in node
     if isinstance(node, list) and key.startswith("k:"):

@@ -98,12 +98,15 @@ class Plan:
     #: it with none (0: the guard does not trip), whoever published them.
     empties: int = 0
     complete: bool = True
+    refused: str | None = None  # why nothing may be written at all (exit 6): the Service is not ours
 
 
 def build(cfg: Config, sel: Selection, live: Live) -> Plan:
     """The plan that brings ``live`` to the desired state of ``sel``."""
     warnings: list[Warning] = list(_warnings(live))
     empties = 0 if sel.published else len(_lost(cfg, live))
+    if live.service is not None and (refused := _not_ours(cfg, live.service)):
+        return Plan((), tuple(warnings), empties, refused=refused)
     steps = _object_steps(
         cfg, "Service", cfg.service_name, partial(desired.service, cfg), live.service, warnings
     )
@@ -134,6 +137,25 @@ def build(cfg: Config, sel: Selection, live: Live) -> Plan:
             steps.extend(Delete(s.name, s.resource_version, foreign=True) for s in live.foreign_slices())
         warnings.extend(_unseen_by_slice_role(sel, live.service))
     return Plan(tuple(steps), tuple(warnings), empties)
+
+
+def _not_ours(cfg: Config, service: LiveObject) -> str | None:
+    """Why the Service of our name cannot be made ours, or None.
+
+    Found before any write: an apply would be refused on every run (an
+    immutable clusterIP), or turn another tool's Service into ours.
+    """
+    conflict = service.not_headless()
+    if conflict is None:
+        return None
+    field, value = conflict
+    why = "may not change" if field == "spec.clusterIP" else "is not ours to change"
+    return (
+        f"Service {cfg.namespace}/{service.name} belongs to someone else (field managers:"
+        f" {', '.join(service.managers()) or 'none recorded'}): its {field} is {value!r} and {why},"
+        " and ours is headless (clusterIP None); run with another --service-name, or delete that"
+        " Service if nothing needs it (docs/operations.md, exit 6). Nothing was written"
+    )
 
 
 _FAMILY_VERSION = {"IPv4": 4, "IPv6": 6}

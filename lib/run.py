@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from lib import config, desired, interrupts, kube, log, plan
 from lib.config import Config
-from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError
+from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, UsageError, WriteRejected
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
 from lib.nodes import Node, NodeItem, node_of
@@ -194,6 +194,8 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
             if replans == 0 and w not in logged:  # a re-plan's are the first's again, mostly
                 logged.append(w)
                 logger.warning(w.event, **w.fields)
+        if p.refused:
+            raise WriteRejected(p.refused)
         if p.empties and not cfg.allow_empty:
             raise SafetyGuard(
                 f"refusing to replace {p.empties} published IPs with none"

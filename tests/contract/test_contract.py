@@ -818,6 +818,45 @@ def test_changing_a_cluster_ip_is_422(api: Api) -> None:
     assert "may not change once set" in got.body["message"]
 
 
+JSON_PATCH = "application/json-patch+json"
+
+
+def test_a_json_patch_removes_fields_with_their_ownership_after_a_test_of_the_version(api: Api) -> None:
+    """What --take-over's patch relies on: a failed test is 422 and changes nothing; removed
+    fields are gone and owned by no one; no-one else's field is touched."""
+    body = service(selector={"app": "other"})
+    body["metadata"]["labels"]["team"] = "a"
+    created = api.apply(body, "other")
+    assert created.status == 201, created.body
+    path = api.path("Service", "kubelet")
+    version = created.body["metadata"]["resourceVersion"]
+
+    def patch(value: str, *ops: dict[str, Any]) -> Reply:
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": value}
+        return api.request("PATCH", path, [test, *ops], content_type=JSON_PATCH)
+
+    removals = (
+        {"op": "remove", "path": "/spec/selector"},
+        {"op": "remove", "path": "/spec/ports/1"},
+        {"op": "remove", "path": "/metadata/labels/team"},
+    )
+    stale = patch(str(int(version) - 1), *removals)
+    assert stale.status == 422 and stale.body["reason"] == "Invalid"
+    assert rv(api.get("Service", "kubelet")) == int(version)
+    got = patch(version, *removals)
+    assert got.status == 200, got.body
+    assert rv(got) > int(version)
+    assert "selector" not in got.body["spec"] and got.body["metadata"]["labels"] == {"app": "kubelet"}
+    assert ports_of(got.body) == [("https-metrics", 10250)]
+    entries = {m["manager"]: m.get("fieldsV1") or {} for m in got.body["metadata"]["managedFields"]}
+    entry = entries["other"]
+    assert set(entry["f:metadata"]["f:labels"]) == {"f:app"}
+    assert "f:selector" not in entry["f:spec"] and set(entry["f:spec"]["f:ports"]) == {key(10250)}
+    # Nor does the patch's own manager own what it removed.
+    assert not any("f:selector" in (e.get("f:spec") or {}) for e in entries.values())
+    assert api.get("Service", "kubelet").body == got.body
+
+
 # --- Status bodies of 401, 403 and 404 --------------------------------------------------------------
 
 

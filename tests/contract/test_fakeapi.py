@@ -429,6 +429,30 @@ def test_dry_run_stores_nothing(fake: FakeApiServer) -> None:
     assert invalid.status == 422  # full validation in dry run too
 
 
+def test_json_patch_test_and_remove_only_dry_run_and_errors(fake: FakeApiServer) -> None:
+    stored = apply(fake, EP, endpoints(["10.0.0.1"], labels={"a": "1", "b/c": "2"})).doc
+    version = stored["metadata"]["resourceVersion"]
+
+    def patch(ops: Any, **query: str) -> Resp:
+        return call(fake, "PATCH", EP, query or None, ops, content_type="application/json-patch+json")
+
+    guard = {"op": "test", "path": "/metadata/resourceVersion", "value": version}
+    dry = patch([guard, {"op": "remove", "path": "/metadata/labels/b~1c"}], dryRun="All")
+    assert dry.status == 200 and dry.doc["metadata"]["labels"] == {"a": "1"}
+    assert fake.get_object("Endpoints", NS, "kubelet") == stored  # nothing persisted
+    assert patch([guard, {"op": "remove", "path": "/metadata/labels/nope"}]).status == 422
+    assert patch([guard, {"op": "remove", "path": "/subsets/3"}]).status == 422
+    assert patch([guard, {"op": "add", "path": "/metadata/labels/x", "value": "y"}]).status == 415
+    assert patch({"op": "remove"}).status == 400 and patch(b"{not json").status == 400
+    assert patch([guard, {"op": "remove", "path": "no-slash"}]).status == 400
+    assert call(fake, "PATCH", f"{SLICES}/missing", None, [guard],
+                content_type="application/json-patch+json").status == 404  # fmt: skip
+    assert fake.get_object("Endpoints", NS, "kubelet") == stored
+    done = patch([guard, {"op": "remove", "path": "/metadata/labels/b~1c"}])
+    assert done.status == 200 and rv(done.doc) > rv(stored)
+    assert fake.get_object("Endpoints", NS, "kubelet") == done.doc
+
+
 def test_apply_request_errors(fake: FakeApiServer) -> None:
     body = endpoints(["10.0.0.1"])
     no_manager = call(fake, "PATCH", EP, {"force": "true"}, body)

@@ -426,6 +426,120 @@ def test_a_slice_of_another_service_with_one_of_our_names_is_never_written(
     assert run().code == 0 and writes(fake) == []  # and the next run changes nothing
 
 
+def _helm_service(fake: FakeApiServer, cluster_ip: str, **spec: Any) -> dict[str, Any]:
+    """A Service of our name as another tool's plain create leaves it on a real API server: the
+    server's defaults (type, sessionAffinity, internalTrafficPolicy) recorded as that tool's fields."""
+    helm_spec: dict[str, Any] = {
+        "f:internalTrafficPolicy": {},
+        "f:ports": {".": {}, 'k:{"port":9100,"protocol":"TCP"}': {".": {}, "f:name": {}, "f:port": {}}},
+        "f:sessionAffinity": {},
+        "f:type": {},
+        **{f"f:{name}": {} for name in spec},
+    }
+    if cluster_ip == "None":
+        helm_spec["f:clusterIP"] = {}
+    return fake.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kubelet",
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "node-exporter", "helm.sh/chart": "node-exporter-4.2"},
+                "annotations": {"meta.helm.sh/release-name": "monitoring"},
+                "managedFields": [
+                    {
+                        "manager": "helm",
+                        "operation": "Update",
+                        "apiVersion": "v1",
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {
+                            "f:metadata": {
+                                "f:labels": {".": {}, "f:app.kubernetes.io/name": {}, "f:helm.sh/chart": {}},
+                                "f:annotations": {".": {}, "f:meta.helm.sh/release-name": {}},
+                            },
+                            "f:spec": helm_spec,
+                        },
+                    }
+                ],
+            },
+            "spec": {
+                "clusterIP": cluster_ip,
+                "clusterIPs": [cluster_ip],
+                "type": "ClusterIP",
+                "sessionAffinity": "None",
+                "internalTrafficPolicy": "Cluster",
+                "ipFamilies": ["IPv4"],
+                "ipFamilyPolicy": "SingleStack",
+                "ports": [{"name": "metrics", "port": 9100, "protocol": "TCP", "targetPort": 9100}],
+                **spec,
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["run", "dry-run"])
+def test_a_cluster_ip_service_of_our_name_is_someone_elses_exit_6_before_any_write(
+    fake: FakeApiServer, run: Any, dry_run: tuple[str, ...]
+) -> None:
+    """Its clusterIP may never become None: every apply would be refused, so none is tried."""
+    fake.set_nodes(nodes(2))
+    before = _helm_service(fake, "10.96.0.10", selector={"app": "node-exporter"})
+    r = run("--take-over", *dry_run)
+    assert r.code == ExitCode.WRITE_REJECTED, r.finished
+    reason = r.finished["reason"]
+    assert reason.startswith(
+        "Service kube-system/kubelet belongs to someone else (field managers: helm):"
+        " its spec.clusterIP is '10.96.0.10' and may not change"
+    ), reason
+    assert "--service-name" in reason and "operations.md" in reason
+    assert writes(fake) == [] and fake.get_object("Service", NS, "kubelet") == before
+    assert fake.objects("Endpoints", NS) == [] and fake.objects("EndpointSlice", NS) == []
+
+
+def test_another_tools_headless_service_selector_and_all_is_warned_about_then_taken_over(
+    fake: FakeApiServer, run: Any
+) -> None:
+    fake.set_nodes(nodes(2))
+    _helm_service(fake, "None", selector={"app": "node-exporter"}, publishNotReadyAddresses=True)
+    expected = [
+        "metadata.annotations[meta.helm.sh/release-name]",
+        "metadata.labels[helm.sh/chart]",
+        'spec.ports[{"port":9100,"protocol":"TCP"}]',
+        "spec.publishNotReadyAddresses",
+        "spec.selector",
+    ]
+    r = run()
+    assert r.code == 0, r.finished
+    (warning,) = [w for w in r.named("foreign_fields") if w["kind"] == "Service"]
+    assert (warning["fields"], warning["managers"]) == (expected, ["helm"])
+    assert fake.get_object("Service", NS, "kubelet")["spec"]["selector"] == {"app": "node-exporter"}
+
+    r = run("--take-over")
+    assert r.code == 0, r.finished
+    (removed,) = r.named("foreign_fields_removed")
+    assert (removed["kind"], removed["fields"]) == ("Service", expected)
+    svc = fake.get_object("Service", NS, "kubelet")
+    assert "selector" not in svc["spec"] and "publishNotReadyAddresses" not in svc["spec"]
+    assert [p["port"] for p in svc["spec"]["ports"]] == [10250, 4194]
+    assert "annotations" not in svc["metadata"] and "helm.sh/chart" not in svc["metadata"]["labels"]
+    # What helm still owns is what the server set itself, what we set too, and no port.
+    (helm,) = [m for m in svc["metadata"]["managedFields"] if m["manager"] == "helm"]
+    helm_spec = helm["fieldsV1"]["f:spec"]
+    assert sorted(set(helm_spec) - {"f:ports"}) == [
+        "f:clusterIP", "f:internalTrafficPolicy", "f:sessionAffinity", "f:type"
+    ]  # fmt: skip
+    assert not [k for k in helm_spec.get("f:ports", {}) if k.startswith("k:")]
+    assert "f:annotations" not in helm["fieldsV1"]["f:metadata"]
+
+    before = versions(fake)
+    for args in ((), ("--take-over",)):
+        again = run(*args)
+        assert again.code == 0 and again.finished["writes"] == 0, again.finished
+        assert not again.named("foreign_fields")
+    assert versions(fake) == before
+
+
 def test_endpoints_hold_every_address_past_1000_and_are_cut_only_past_the_size_bound(
     fake: FakeApiServer, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

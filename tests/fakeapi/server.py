@@ -42,6 +42,7 @@ from tests.fakeapi.core import (
     status_details,
 )
 from tests.fakeapi.faults import Fault, fault_reply, take_fault
+from tests.fakeapi.jsonpatch import JSON_PATCH_CONTENT_TYPE, apply_patch, disowned
 from tests.fakeapi.selectors import SelectorError, parse_selector, selector_matches
 from tests.fakeapi.ssa import (
     Owner,
@@ -644,12 +645,14 @@ class FakeApiServer:
         body: bytes,
     ) -> Reply:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == JSON_PATCH_CONTENT_TYPE:
+            return self._json_patch(kind, namespace, name, query, body)
         if content_type != APPLY_CONTENT_TYPE:
             raise FakeApiError(
                 415,
                 f"the body of the request was in an unknown format - accepted media types include: "
                 f"{APPLY_CONTENT_TYPE} (got {content_type or 'none'!r}; "
-                "this fake serves server-side apply only)",
+                "this fake serves server-side apply and JSON patch only)",
             )
         manager = query.get("fieldManager", "")
         if not manager:
@@ -666,6 +669,31 @@ class FakeApiServer:
             kind, namespace, name, manager, doc, force=force in ("true", "1", "True"), dry_run=_dry_run(query)
         )
         return Reply(status, dumps(result))
+
+    def _json_patch(
+        self, kind: Kind, namespace: str, name: str, query: Mapping[str, str], body: bytes
+    ) -> Reply:
+        """A JSON patch (``test`` and ``remove``): an update, defaulted and validated; removed fields lose
+        their owners. An unchanged object is not written."""
+        ops = _parse_body(body)
+        with self._lock:
+            key = (kind.kind, namespace, name)
+            stored = self._objects.get(key)
+            if stored is None:
+                raise not_found(kind, name)
+            patched = apply_patch(stored.obj, ops)
+            self._default(kind, patched)
+            errors = validate(kind.kind, patched)
+            if errors:
+                raise invalid(kind, name, errors)
+            if patched == stored.obj:
+                return Reply(200, dumps(self._render(stored)))
+            result = _Stored(patched, disowned(stored.owners, patched))
+            if not _dry_run(query):
+                self._rv += 1
+                patched["metadata"]["resourceVersion"] = str(self._rv)
+                self._objects[key] = result
+            return Reply(200, dumps(self._render(result)))
 
     def _apply(
         self,

@@ -209,3 +209,104 @@ def test_a_node_outside_the_services_first_family_is_named(real: RealApiServer, 
         (unseen, families[0])
     ]
     assert sorted(published(real, ns)[1]) == sorted(["10.0.0.1", "10.0.0.2", "fd00::9"])
+
+
+def test_a_slice_of_another_service_with_one_of_our_names_is_never_written(
+    real: RealApiServer, tmp_path: Path
+) -> None:
+    real.create_nodes(nodes(3))
+    ns = real.new_namespace()
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubelet-ipv4-0",
+            "labels": {
+                "kubernetes.io/service-name": "other",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.9.0.1"], "conditions": {"ready": True}}],
+    }
+    real.ok("POST", SLICES.format(ns=ns), body, query={"fieldManager": "endpointslice-controller"})
+    before = real.versions(ns)
+    for args in (("--dry-run",), ()):
+        r = reconcile(real, tmp_path, ns, *args)
+        assert r.code == 0, r.finished
+        (taken,) = r.named("endpointslice_name_taken")
+        assert (taken["name"], taken["service"]) == ("kubelet-ipv4-0", "other")
+        after = real.versions(ns)
+        assert after["endpointslices/kubelet-ipv4-0"] == before["endpointslices/kubelet-ipv4-0"]
+    other = real.ok("GET", SLICES.format(ns=ns) + "/kubelet-ipv4-0")
+    assert other["metadata"]["labels"]["kubernetes.io/service-name"] == "other"
+    assert [e["addresses"] for e in other["endpoints"]] == [["10.9.0.1"]]
+    assert published(real, ns) == (["10.0.0.1", "10.0.0.2", "10.0.0.3"],) * 2
+    again = reconcile(real, tmp_path, ns)
+    assert again.finished["writes"] == 0 and not again.named("endpointslice_name_taken")
+
+
+def _helm_service(real: RealApiServer, ns: str, **spec: Any) -> dict[str, Any]:
+    """A Service of our name made by another tool's plain create: the server records its
+    defaults (type, sessionAffinity, ...) as that tool's fields."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubelet",
+            "labels": {"app.kubernetes.io/name": "node-exporter", "helm.sh/chart": "node-exporter-4.2"},
+            "annotations": {"meta.helm.sh/release-name": "monitoring"},
+        },
+        "spec": {"ports": [{"name": "metrics", "port": 9100}], "selector": {"app": "node-exporter"}, **spec},
+    }
+    created: dict[str, Any] = real.ok(
+        "POST", f"/api/v1/namespaces/{ns}/services", body, query={"fieldManager": "helm"}
+    )
+    return created
+
+
+def test_a_cluster_ip_service_of_our_name_is_exit_6_before_any_write(
+    real: RealApiServer, tmp_path: Path
+) -> None:
+    real.create_nodes(nodes(2))
+    ns = real.new_namespace()
+    svc = _helm_service(real, ns)
+    before = real.versions(ns)
+    for args in (("--dry-run",), ("--take-over",)):
+        r = reconcile(real, tmp_path, ns, *args)
+        assert r.code == 6, r.finished
+        assert r.finished["reason"].startswith(
+            f"Service {ns}/kubelet belongs to someone else (field managers: helm): its spec.clusterIP is"
+            f" {svc['spec']['clusterIP']!r} and may not change"
+        ), r.finished["reason"]
+        assert r.finished["writes"] == 0 and real.versions(ns) == before
+
+
+def test_another_tools_headless_service_is_warned_about_then_taken_over_then_left_alone(
+    real: RealApiServer, tmp_path: Path
+) -> None:
+    real.create_nodes(nodes(2))
+    ns = real.new_namespace()
+    _helm_service(real, ns, clusterIP="None")
+    plain = reconcile(real, tmp_path, ns)
+    assert plain.code == 0, plain.finished
+    (warning,) = [w for w in plain.named("foreign_fields") if w["kind"] == "Service"]
+    assert warning["managers"] == ["helm"]
+    # The fields the server defaulted (type, sessionAffinity ...) are helm's too, but never foreign.
+    assert warning["fields"] == [
+        "metadata.annotations[meta.helm.sh/release-name]",
+        "metadata.labels[helm.sh/chart]",
+        'spec.ports[{"port":9100,"protocol":"TCP"}]',
+        "spec.selector",
+    ]
+    taken = reconcile(real, tmp_path, ns, "--take-over")
+    assert taken.code == 0, taken.finished
+    svc = real.ok("GET", f"/api/v1/namespaces/{ns}/services/kubelet")
+    assert "selector" not in svc["spec"] and [p["port"] for p in svc["spec"]["ports"]] == [10250, 4194]
+    assert "helm.sh/chart" not in svc["metadata"]["labels"] and not svc["metadata"].get("annotations")
+    before = real.versions(ns)
+    for args in ((), ("--take-over",)):
+        after = reconcile(real, tmp_path, ns, *args)
+        assert after.code == 0 and after.finished["writes"] == 0, after.finished
+        assert not after.named("foreign_fields")
+    assert real.versions(ns) == before

@@ -193,6 +193,104 @@ def test_foreign_fields_are_those_others_own_and_we_do_not_set() -> None:
     assert stored(SERVICE).foreign(SERVICE) == ()
 
 
+def _created_by(
+    manager: str, fields: dict[str, Any], meta: dict[str, Any] | None = None, **spec: Any
+) -> LiveObject:
+    """Our stored Service with ``spec`` set and ``fields`` owned by ``manager`` (a plain create, say)."""
+    obj = raw(stored(SERVICE))
+    obj["spec"].update(spec)
+    obj["metadata"].update(meta or {})
+    obj["metadata"]["managedFields"].append({"manager": manager, "operation": "Update", "fieldsV1": fields})
+    return view(obj, "Service", FM)
+
+
+_SERVER_DEFAULTS = {
+    "type": "ClusterIP",
+    "sessionAffinity": "None",
+    "internalTrafficPolicy": "Cluster",
+    "clusterIPs": ["None"],
+    "ipFamilies": ["IPv4", "IPv6"],
+    "ipFamilyPolicy": "RequireDualStack",
+}
+
+
+@pytest.mark.parametrize(
+    ("fields", "spec", "meta", "foreign"),
+    [
+        pytest.param({"f:spec": {"f:selector": {}}}, {"selector": {"app": "x"}}, {}, ["spec.selector"],
+                     id="selector"),
+        pytest.param({"f:spec": {"f:publishNotReadyAddresses": {}, "f:externalIPs": {}}},
+                     {"publishNotReadyAddresses": True, "externalIPs": ["192.0.2.1"]}, {},
+                     ["spec.externalIPs", "spec.publishNotReadyAddresses"], id="any-field-of-spec"),
+        pytest.param({"f:spec": {f"f:{k}": {} for k in _SERVER_DEFAULTS}}, _SERVER_DEFAULTS, {}, [],
+                     id="what-the-server-sets-is-never-foreign"),
+        pytest.param({"f:spec": {"f:clusterIP": {}}}, {}, {}, [], id="a-field-we-set-too"),
+        pytest.param({"f:metadata": {"f:finalizers": {'v:"example.com/keep"': {}}}}, {},
+                     {"finalizers": ["example.com/keep"]}, ["metadata.finalizers"], id="finalizers"),
+        pytest.param({"f:metadata": {"f:ownerReferences": {'k:{"uid":"u1"}': {}}}}, {},
+                     {"ownerReferences": [{"kind": "Application", "name": "a", "uid": "u1"}]},
+                     ['metadata.ownerReferences[{"uid":"u1"}]'], id="an-owner"),
+        pytest.param({"f:metadata": {"f:generateName": {}, "f:labels": {".": {}}}}, {},
+                     {"generateName": "x-"}, [], id="identity-and-map-existence"),
+        pytest.param({"f:status": {"f:loadBalancer": {}}}, {}, {}, [], id="status"),
+    ],
+)  # fmt: skip
+def test_foreign_fields_are_every_field_another_manager_owns_but_what_the_server_sets(
+    fields: dict[str, Any], spec: dict[str, Any], meta: dict[str, Any], foreign: list[str]
+) -> None:
+    live = _created_by("helm", fields, meta, **spec)
+    found = live.foreign(SERVICE)
+    assert [f.describe() for f in found] == foreign
+    assert all(f.managers == ("helm",) for f in found)
+
+
+def test_removal_of_whole_fields_removes_them_by_path() -> None:
+    live = _created_by("helm", {"f:spec": {"f:selector": {}, "f:sessionAffinity": {}}}, selector={"a": "b"})
+    assert live.removal(live.foreign(SERVICE)) == (
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "remove", "path": "/spec/selector"},
+    )
+    endpoints = {"metadata": {"name": "kubelet", "resourceVersion": "3", "managedFields": [
+        {"manager": "prometheus-operator", "operation": "Update", "fieldsV1": {"f:subsets": {}}}]},
+        "subsets": [{"addresses": [{"ip": "10.0.0.1"}]}]}  # fmt: skip
+    ep = view(endpoints, "Endpoints", FM)
+    # An empty published set (no subsets in our body): the operator's subsets would survive our apply.
+    body = desired.endpoints(Config(), selection()).body
+    assert [f.describe() for f in ep.foreign(body)] == ["subsets"]
+    assert ep.removal(ep.foreign(body))[1] == {"op": "remove", "path": "/subsets"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "conflict"),
+    [
+        pytest.param({"clusterIP": "10.96.0.10", "type": "ClusterIP"}, ("spec.clusterIP", "10.96.0.10"),
+                     id="allocated-cluster-ip"),
+        pytest.param({"clusterIP": "10.96.0.10", "type": "NodePort"}, ("spec.clusterIP", "10.96.0.10"),
+                     id="node-port"),
+        pytest.param({"type": "ExternalName", "externalName": "x.example"}, ("spec.type", "ExternalName"),
+                     id="external-name"),
+        pytest.param({"clusterIP": "None", "type": "ClusterIP"}, None, id="headless"),
+        pytest.param({"clusterIP": "None"}, None, id="headless-no-type"),
+    ],
+)  # fmt: skip
+def test_a_service_that_cannot_be_our_headless_one_is_refused_before_any_write(
+    spec: dict[str, Any], conflict: tuple[str, str] | None
+) -> None:
+    obj = raw(stored(SERVICE))
+    obj["spec"] = {**{k: v for k, v in obj["spec"].items() if k != "clusterIP"}, **spec}
+    obj["metadata"]["managedFields"] = [{"manager": "helm", "operation": "Update", "fieldsV1": {}}]
+    live = view(obj, "Service", FM)
+    assert live.not_headless() == conflict
+    p = plan.build(Config(take_over=True), selection(node("a", "10.0.0.1")), Live(service=live))
+    if conflict is None:
+        assert p.refused is None and p.steps
+    else:
+        assert p.steps == () and p.refused is not None
+        assert f"belongs to someone else (field managers: helm): its {conflict[0]} is {conflict[1]!r}" in (
+            p.refused
+        )
+
+
 # --- live IPs and the empty-set guard ------------------------------------------
 
 
