@@ -340,8 +340,10 @@ def _write(cfg: Config, api: Api, logger: Any, step: plan.Step) -> Mapping[str, 
     """Make one write of a plan and log it; the API server's answer ({} for a delete)."""
     if isinstance(step, plan.Delete):
         api.delete(object_path("EndpointSlice", cfg.namespace, step.name), cfg.dry_run, step.resource_version)
-        event = "foreign_endpointslice_deleted" if step.foreign else "endpointslice_deleted"
-        logger.info(event, name=step.name, dry_run=cfg.dry_run)
+        if step.foreign:
+            logger.info("foreign_endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
+        else:
+            logger.info("endpointslice_deleted", name=step.name, dry_run=cfg.dry_run)
         return {}
     path = object_path(step.kind, cfg.namespace, step.name)
     if isinstance(step, plan.Remove):

@@ -70,10 +70,11 @@ def test_flag_table_defaults_match_the_config() -> None:
 
 
 def test_every_logged_event_is_documented() -> None:
-    code = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "lib").glob("*.py")))
+    code = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "lib").glob("**/*.py")))
     logged = set(re.findall(r"\.(?:debug|info|warning|error|log)\((?:\s*\w+,)?\s*\"(\w+)\"", code))
     logged |= set(re.findall(r"\bWarning\(\s*\"(\w+)\"", code))  # lib/plan.py's warnings, logged by run
     logged |= set(re.findall(r"\bevent=\"(\w+)\"", code))  # lib/log.py names library warnings
+    logged |= set(re.findall(r"\brestarted(?:: str)?\s*=\s*\"(\w+)\"", code))  # a list's restart event
     documented = {row[0].strip("`") for row in _table_after("<!-- events:", BEHAVIOUR)}
     assert "reconcile_finished" in logged
     assert logged - {"failure_traceback"} == documented
