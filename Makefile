@@ -48,7 +48,7 @@ k8s-tools:
 manifests: $(VENV)/.runtime k8s-tools
 	$(BIN)/python -m tools.manifests
 
-# The benchmark (README "Performance"): 1,000 / 5,000 / 15,000 nodes of ~20 KB
+# The benchmark (docs/performance.md): 1,000 / 5,000 / 15,000 nodes of ~20 KB
 # served by the fake API server in a process of its own; about 15 minutes.
 # Options in ARGS, e.g. ARGS="--sizes 1000 --runs 3"; ARGS=--smoke takes seconds.
 # It runs in a venv of the runtime requirements only, as the image has them:
@@ -63,7 +63,7 @@ $(BENCH_VENV)/.runtime: requirements.txt
 bench: $(BENCH_VENV)/.runtime
 	$(BENCH_VENV)/bin/python -m bench.bench $(ARGS)
 
-# The fault soak (README "Reliability"): thousands of runs under injected faults,
+# The fault soak (docs/reliability.md): thousands of runs under injected faults,
 # every invariant checked after each write and each run; about 5 minutes with
 # the defaults below. CI runs a bounded version (tests/fake/test_soak.py).
 SOAK_ARGS ?= --runs 500 --seed 1 2 3 4 5 6 --overlaps 10 --jobs 6

@@ -382,7 +382,7 @@ def _requests(log: dict[str, Any]) -> str:
 
 
 def report(results: dict[str, Any], out: IO[str]) -> None:
-    """The results as Markdown tables (what the README's performance section shows)."""
+    """The results as Markdown tables (what docs/performance.md shows)."""
     w = out.write
     m = results["machine"]
     w(f"\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']} ({m['packages']}); ")

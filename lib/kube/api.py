@@ -12,27 +12,22 @@ a continue token restarts the list. Write answers map to exit codes:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from lib.exitcodes import ApiUnavailable, UsageError, WriteRejected
-from lib.kube.decoding import _OBJECTS, _T, _VERSIONS, ListItems, ListPage, decode_page
+from lib.kube.decoding import OBJECT_ITEMS, VERSION_ITEMS, ListItems, ListPage, decode_page
 from lib.kube.transport import APPLY_CONTENT_TYPE, JSON_PATCH_CONTENT_TYPE, HttpError, Transport
 
-#: Node list page size (kubectl's default); see the README's performance section.
+_T = TypeVar("_T")
+#: Node list page size (kubectl's default); docs/performance.md "Page size".
 PAGE_SIZE = 500
-
-
 #: Slices and Services a page: 100 slices of 100 endpoints are ~2 MB of JSON, a
 #: page of 500 (all 300 slices at 15,000 nodes) was 6 MB held at once.
 OBJECT_PAGE_SIZE = 100
-
-
 #: A 410 on a continue token restarts the list; more restarts than this means
 #: the cluster changes faster than we can list it.
 MAX_LIST_RESTARTS = 3
-
-
 #: Far above any real cluster's objects of one kind (Kubernetes supports
 #: 5,000 nodes): a list that goes on past this is a broken or hostile server.
 MAX_ITEMS = 200_000
@@ -135,7 +130,7 @@ class Api(Transport):
     def list(self, path: str, selector: str) -> list[Mapping[str, Any]]:
         """Every item of a namespaced list by label selector, paged like nodes; each a JsonObject."""
         kind = path.rsplit("/", 1)[-1].rstrip("s")  # "endpointslice", "service": for messages
-        found, _ = self._list(path, kind, selector, _OBJECTS, OBJECT_PAGE_SIZE)
+        found, _ = self._list(path, kind, selector, OBJECT_ITEMS, OBJECT_PAGE_SIZE)
         return [*found]
 
     def versions(self, path: str, selector: str) -> dict[str, str]:
@@ -146,7 +141,7 @@ class Api(Transport):
         list instead is read the same way.
         """
         kind = path.rsplit("/", 1)[-1].rstrip("s")
-        found, _ = self._list(path, kind, selector, _VERSIONS, PAGE_SIZE)
+        found, _ = self._list(path, kind, selector, VERSION_ITEMS, PAGE_SIZE)
         return dict(found)
 
     def get(self, path: str) -> Mapping[str, Any] | None:

@@ -88,8 +88,6 @@ def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[st
 #: A kubeconfig larger than this is refused unread (real ones are a few KB to
 #: a few hundred KB, embedded certificates included).
 MAX_KUBECONFIG_BYTES = 1 << 20
-
-
 #: Keys whose values are credentials: never logged, wherever they appear.
 _SECRET_KEYS = frozenset(
     {
@@ -104,8 +102,6 @@ _SECRET_KEYS = frozenset(
         "value",  # exec plugin env values (AWS keys and the like)
     }
 )
-
-
 #: Kubeconfig field names: they may appear in error messages ("missing key token").
 _FIELD_NAMES = frozenset(
     {

@@ -21,8 +21,6 @@ from lib.exitcodes import ApiUnavailable
 
 JSON_CONTENT_TYPE = "application/json"
 _I = TypeVar("_I")
-
-
 _T = TypeVar("_T")
 
 
@@ -107,20 +105,10 @@ def _decoder(item: type, limit: int, strict: bool) -> msgspec.json.Decoder[Any]:
 
 #: msgspec's validation messages: "Expected `str`, got `int` - at `$.items[3].metadata.name`".
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-
-
 _ITEM_PATH = re.compile(r"^\.items\[(?P<index>\d+)\](?P<field>.*)$")
-
-
 _EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`")
-
-
 _TOO_LONG = re.compile(r"Expected `array` of (at most )?length")
-
-
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
-
-
 _JSON_TYPES = {"array": "list", "object": "object"}
 
 
@@ -193,8 +181,6 @@ def _item_name(data: bytes | bytearray | memoryview, index: int, kind: str) -> s
 
 
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-
 #: No member of an object is decoded past this: kube-apiserver refuses a
 #: request body over 3 MiB (--max-request-bytes), so no stored object holds one.
 MAX_MEMBER_BYTES = 3 << 20
@@ -278,14 +264,11 @@ class _Versioned(msgspec.Struct, frozen=True, gc=False):
 
 #: kube-apiserver's content negotiation for "the metadata of each item only".
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-
-
-_VERSIONS: ListItems[_Versioned, tuple[str, str]] = ListItems(
+#: Each item's name and resourceVersion, from a metadata-only list.
+VERSION_ITEMS: ListItems[_Versioned, tuple[str, str]] = ListItems(
     _Versioned, lambda i: (i.metadata.name, i.metadata.resourceVersion), lambda v: v[0], METADATA_LIST
 )
-
-
 #: Items of the other lists (slices, Services): split into members, decoded when read.
-_OBJECTS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(
+OBJECT_ITEMS: ListItems[dict[str, msgspec.Raw], JsonObject] = ListItems(
     dict[str, msgspec.Raw], JsonObject.detached
 )

@@ -33,26 +33,14 @@ from lib.kube.decoding import JSON_CONTENT_TYPE, JsonObject, MalformedBody
 #: A single request never waits longer than this, even early in a long run,
 #: so one stuck connection leaves time for retries.
 REQUEST_TIMEOUT_S = 15.0
-
-
 #: How long past the deadline the SIGALRM backstop waits for the request
 #: timeouts to end the run in the ordinary way first.
 DEADLINE_GRACE_S = 0.25
-
-
 #: A retry is only worth making with at least this long left before the deadline.
 MIN_ATTEMPT_S = 0.5
-
-
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-
-
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
-
-
 _TRANSIENT_STATUS = {429} | set(range(500, 600))
-
-
 #: A request body: bytes are sent as they are (apply bodies, already encoded
 #: byte-stable); a dict or list is JSON-encoded by the client (delete options, JSON patches).
 Body = bytes | dict[str, Any] | list[dict[str, Any]] | None
@@ -158,16 +146,10 @@ def _status_text(body: bytes | bytearray | memoryview) -> tuple[str, str]:
 
 #: What Go's net/http TLS server answers (400) to a plain-HTTP request.
 _PLAIN_HTTP_TO_TLS = b"Client sent an HTTP request to an HTTPS server"
-
-
 #: The 2xx answers a request of ours can have (200, 201 on create, 202 on delete).
 _SUCCESS = {200, 201, 202}
-
-
 #: No response body is read past this: a real node page of 500 nodes is ~10 MB.
 MAX_RESPONSE_BYTES = 64 << 20
-
-
 _CHUNK = 1 << 16
 
 
@@ -225,8 +207,6 @@ def _one_line(exc: BaseException | str) -> str:
 
 #: A response body's own reader, given to :meth:`Api.request` instead of ``json.loads``.
 Decode = Callable[[bytearray | memoryview], Any]
-
-
 #: One warning of a ``Warning`` header (RFC 7234: code, agent, quoted text); kube-apiserver sends 299.
 _WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
 

@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 #: waits on deadlines and backoff), slices of 3, 2, 5, 100, 2 and 5
 #: endpoints. Seeds 6 and 7 found the family switch that emptied the slices
 #: (runs 8 and 2), seed 1 the retry storm. ``make soak`` runs the long
-#: version (README "Reliability").
+#: version (docs/reliability.md).
 CI_SEEDS = (1, 6, 7, 9, 2, 13)
 CI_RUNS = 50
 CI_TIMEOUT = 2.0
