@@ -12,10 +12,11 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, TypeVar
+from operator import attrgetter
+from typing import Any
 
 from lib import config, desired, interrupts, kube, log, plan
 from lib.config import Config
@@ -23,8 +24,6 @@ from lib.exitcodes import ExitCode, Interrupted, ReconcileError, SafetyGuard, Us
 from lib.kube import Api, Deadline, WriteConflict, load_client, object_path
 from lib.live import Live, LiveObject, view
 from lib.nodes import Node, NodeItem, node_of
-
-_T = TypeVar("_T")
 
 #: Lists of IPs in the summary line are cut to this many (counts stay exact).
 SUMMARY_CAP = 20
@@ -39,12 +38,11 @@ KUBELET_SERVICE_SELECTOR = "k8s-app=kubelet"
 def node_items(address_type: str) -> kube.ListItems[NodeItem, Node]:
     """How the node list is decoded (the transport knows no Node): each item its Node as its page is read."""
     return kube.ListItems(
-        NodeItem, partial(node_of, address_type=address_type), _name, restarted="node_list_restarted"
+        NodeItem,
+        partial(node_of, address_type=address_type),
+        attrgetter("name"),
+        restarted="node_list_restarted",
     )
-
-
-def _name(node: Node) -> str:
-    return node.name
 
 
 @dataclass
@@ -241,7 +239,7 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
 def _select(cfg: Config, api: Api, logger: Any, summary: Summary) -> desired.Selection:
     """List the nodes and select who is published at which IPs; log what was left out."""
     nodes, pages = api.list_nodes(cfg.node_selector, node_items(cfg.address_type))
-    sel = desired.select(_drained(nodes))  # each unpublished node dropped as it is read
+    sel = desired.select(nodes)
     summary.nodes_total, summary.nodes_eligible = sel.nodes_total, sel.nodes_eligible
     summary.ip_conflicts = len(sel.conflicts)
     summary.addresses = len(sel.ips())
@@ -284,13 +282,6 @@ def _plan(cfg: Config, api: Api, sel: desired.Selection, live: Live) -> tuple[pl
         live, other_slice_names=frozenset(o.name for o in others), name_taken=(*live.name_taken, *taken)
     )
     return plan.build(cfg, sel, live), live
-
-
-def _drained(items: list[_T]) -> Iterator[_T]:
-    """The items in order, each removed from ``items`` as it is taken: none outlives its use."""
-    items.reverse()
-    while items:
-        yield items.pop()
 
 
 def _read_live(cfg: Config, api: Api) -> Live:
