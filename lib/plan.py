@@ -148,11 +148,11 @@ def _not_ours(cfg: Config, service: LiveObject) -> str | None:
     conflict = service.not_headless()
     if conflict is None:
         return None
-    field, value = conflict
-    why = "may not change" if field == "spec.clusterIP" else "is not ours to change"
+    path, value = conflict
+    why = "may not change" if path == "spec.clusterIP" else "is not ours to change"
     return (
         f"Service {cfg.namespace}/{service.name} belongs to someone else (field managers:"
-        f" {', '.join(service.managers()) or 'none recorded'}): its {field} is {value!r} and {why},"
+        f" {', '.join(service.managers()) or 'none recorded'}): its {path} is {value!r} and {why},"
         " and ours is headless (clusterIP None); run with another --service-name, or delete that"
         " Service if nothing needs it (docs/operations.md, exit 6). Nothing was written"
     )
