@@ -37,7 +37,10 @@ MEANING: dict[ExitCode, str] = {
         " persisted until the deadline"
     ),
     ExitCode.FORBIDDEN: "unauthorized or forbidden (401/403): credentials or RBAC",
-    ExitCode.WRITE_REJECTED: "a write was rejected by the API (400, 409, 422, ...)",
+    ExitCode.WRITE_REJECTED: (
+        "a write was rejected by the API (400, 409, 422, ...),"
+        " or would be: a Service of our name is another tool's"
+    ),
     ExitCode.SAFETY_GUARD: (
         "safety guard: the run would replace a non-empty endpoint set with an empty one (see `--allow-empty`)"
     ),
