@@ -158,9 +158,6 @@ def _not_ours(cfg: Config, service: LiveObject) -> str | None:
     )
 
 
-_FAMILY_VERSION = {"IPv4": 4, "IPv6": 6}
-
-
 def _unseen_by_slice_role(sel: Selection, service: LiveObject | None) -> list[Warning]:
     """Published nodes Prometheus' endpointslice role cannot see.
 
@@ -170,11 +167,9 @@ def _unseen_by_slice_role(sel: Selection, service: LiveObject | None) -> list[Wa
     published (in the slices of the other) and found by the endpoints role,
     never by the endpointslice role.
     """
-    families = (
-        ((service.raw.get("spec") or {}).get("ipFamilies") or [None]) if service is not None else [None]
-    )
-    family = str(families[0])
-    first = _FAMILY_VERSION.get(family)
+    families = (service.raw.get("spec") or {}).get("ipFamilies") if service is not None else None
+    family = str(families[0]) if families else ""
+    first = next((version for version, name in FAMILIES.items() if name == family), None)
     if first is None:
         return []
     unseen = [n.name for n in sel.published if all(ip.version != first for ip in n.ips)]

@@ -189,7 +189,7 @@ def _reconcile(cfg: Config, api: Api, logger: Any, summary: Summary) -> None:
     while True:
         p, live = _plan(cfg, api, sel, live)
         for w in p.warnings:
-            if replans == 0 and w not in logged:  # a re-plan's are the first's again, mostly
+            if replans == 0 and w not in logged:  # the first plan's, and its continuation's new ones
                 logged.append(w)
                 logger.warning(w.event, **w.fields)
         if p.refused:
