@@ -209,25 +209,17 @@ def node_of(item: NodeItem, address_type: str) -> Node:
     return Node(name, True, meta.uid, created, ips, tuple(skips))
 
 
-#: The ranges of ipaddress's is_loopback, is_link_local, is_unspecified and
-#: is_multicast, as (bits below the prefix, the prefix, reason) for each family:
-#: 127/8, 169.254/16, 0.0.0.0, 224/4; ::1, fe80::/10, ::, ff00::/8. Compared as
-#: integers: the properties' network look-ups were a fifth of choosing addresses.
-_UNUSABLE = {
-    4: ((24, 127, "loopback"), (16, 0xA9FE, "link-local"), (0, 0, "unspecified"), (28, 0xE, "multicast")),
-    6: ((0, 1, "loopback"), (118, 0x3FA, "link-local"), (0, 0, "unspecified"), (120, 0xFF, "multicast")),
-}
-
-
 def _unusable(ip: IPAddress) -> str | None:
     # The API server rejects these in Endpoints and EndpointSlices; one such
     # node must not fail the whole write, so it is skipped instead.
     # https://kubernetes.io/docs/concepts/services-networking/service/#endpoints
-    value = int(ip)
-    for shift, prefix, reason in _UNUSABLE[ip.version]:
-        if value >> shift == prefix:
-            return reason
-    return None
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified:
+        return "unspecified"
+    return "multicast" if ip.is_multicast else None
 
 
 def choose_addresses(

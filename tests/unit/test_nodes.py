@@ -14,7 +14,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lib import nodes
 from lib.kube import MalformedBody
 from lib.nodes import MalformedNode, Node, Skip, choose_addresses, ip_key, parse_ip
 from tests.unit.node_of import node_raw
@@ -511,33 +510,3 @@ def test_parse_ip_agrees_with_ipaddress_on_any_text(raw: str) -> None:
     got = parse_ip(raw)
     assert got == expected and isinstance(got, type(expected))
     assert str(got) == str(expected)
-
-
-_EDGES = [
-    "126.255.255.255", "127.0.0.0", "127.255.255.255", "128.0.0.0", "169.253.255.255", "169.254.0.0",
-    "169.254.255.255", "169.255.0.0", "0.0.0.0", "0.0.0.1", "223.255.255.255", "224.0.0.0",
-    "239.255.255.255", "240.0.0.0", "::", "::1", "::2", "fe7f:ffff::", "fe80::", "febf:ffff::1",
-    "fec0::", "feff::", "ff00::", "ffff:ffff::",
-]  # fmt: skip
-
-
-@settings(max_examples=2000, deadline=None)
-@given(st.one_of(st.ip_addresses(), st.sampled_from(_EDGES).map(ipaddress.ip_address)))
-def test_unusable_ranges_are_ipaddress_properties(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-    # _unusable compares integers; ipaddress's properties are the reference.
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return  # choose_addresses reads these as IPv4 before asking
-    expected = next(
-        (
-            reason
-            for reason, yes in (
-                ("loopback", ip.is_loopback),
-                ("link-local", ip.is_link_local),
-                ("unspecified", ip.is_unspecified),
-                ("multicast", ip.is_multicast),
-            )
-            if yes
-        ),
-        None,
-    )
-    assert nodes._unusable(parse_ip(str(ip))) == expected
