@@ -10,7 +10,7 @@ list (on a real API server such an apply re-stamps managedFields and bumps
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,21 +253,3 @@ def endpoint_slice(
 def encode(body: Mapping[str, Any]) -> bytes:
     """Byte-stable JSON (which is YAML) for an apply body: keys sorted, no spaces, UTF-8."""
     return msgspec.json.encode(body, order="sorted")
-
-
-@dataclass(frozen=True)
-class Diff:
-    """IPs added and removed compared with the live objects."""
-
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-
-
-def diff(desired: Iterable[IPAddress], live: Iterable[IPAddress]) -> Diff:
-    """IPs in ``desired`` and not ``live``, and the reverse; sets and mappings are used as they are."""
-    want = desired if isinstance(desired, Set | Mapping) else set(desired)
-    have = live if isinstance(live, Set | Mapping) else set(live)
-    return Diff(
-        [str(ip) for ip in sorted((ip for ip in want if ip not in have), key=ip_key)],
-        [str(ip) for ip in sorted((ip for ip in have if ip not in want), key=ip_key)],
-    )

@@ -109,11 +109,7 @@ class LiveObject:
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     def ips(self) -> Iterator[IPAddress]:
-        for text in self.addresses:
-            try:
-                yield parse_ip(text)
-            except ValueError:
-                continue
+        return (ip for ip, _ in self.holders())
 
     def holders(self) -> Iterator[tuple[IPAddress, str]]:
         """(IP, node name) for each address that is an IP."""

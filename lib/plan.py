@@ -20,7 +20,7 @@ from lib import desired
 from lib.config import Config
 from lib.desired import FAMILIES, Selection
 from lib.live import Live, LiveObject
-from lib.nodes import IPAddress, Node
+from lib.nodes import IPAddress, Node, ip_key
 from lib.placement import place
 
 
@@ -387,7 +387,6 @@ def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
         for ip, node in obj.holders():
             if not before.get(ip):
                 before[ip] = node
-    d = desired.diff(now, before)
     moved = sorted(
         (
             Reassigned(str(ip), node, holder.name)
@@ -396,4 +395,6 @@ def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
         ),
         key=lambda r: r.ip,
     )
-    return Changes(d.added, d.removed, moved)
+    added = [str(ip) for ip in sorted((ip for ip in now if ip not in before), key=ip_key)]
+    removed = [str(ip) for ip in sorted((ip for ip in before if ip not in now), key=ip_key)]
+    return Changes(added, removed, moved)

@@ -1,4 +1,4 @@
-"""lib/desired.py: eligibility, each IP exactly once, the apply bodies, encode, diff.
+"""lib/desired.py: eligibility, each IP exactly once, the apply bodies, encode.
 
 docs/behaviour.md "What it publishes": which nodes and addresses, each IP
 exactly once, the objects written. The upstream prometheus-operator kubelet controller cases are
@@ -22,10 +22,8 @@ from lib import desired
 from lib.config import Config
 from lib.desired import (
     ENDPOINTS_MAX_BYTES,
-    Diff,
     IPConflict,
     Selection,
-    diff,
     encode,
     endpoint_slice,
     endpoints,
@@ -661,28 +659,6 @@ def test_encoded_bodies_identical_for_any_input_order() -> None:
     first = _bodies(Config(), select(nodes, "internal"))
     for order in (nodes[::-1], nodes[1:] + nodes[:1], sorted(nodes, key=lambda n: n["metadata"]["uid"])):
         assert _bodies(Config(), select(order, "internal")) == first
-
-
-# --- diff ----------------------------------------------------------------------
-
-
-def _ips(*raw: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    return [ipaddress.ip_address(r) for r in raw]
-
-
-@pytest.mark.parametrize(
-    ("desired", "live", "expected"),
-    [
-        ((), (), Diff([], [])),
-        (("10.0.0.1",), (), Diff(["10.0.0.1"], [])),
-        ((), ("10.0.0.1",), Diff([], ["10.0.0.1"])),
-        (("10.0.0.1", "10.0.0.2"), ("10.0.0.2", "10.0.0.3"), Diff(["10.0.0.1"], ["10.0.0.3"])),
-        (("fd00::1", "10.0.0.10", "10.0.0.9"), (), Diff(["10.0.0.9", "10.0.0.10", "fd00::1"], [])),
-        (("fd00:0::1",), ("fd00::1",), Diff([], [])),
-    ],
-)
-def test_diff(desired: tuple[str, ...], live: tuple[str, ...], expected: Diff) -> None:
-    assert diff(_ips(*desired), _ips(*live)) == expected
 
 
 # --- properties ----------------------------------------------------------------

@@ -475,6 +475,25 @@ def test_emptied_slice_is_deleted_with_a_precondition() -> None:
     assert steps(cfg, selection(*nodes[:2]), live) == [plan.Delete("kubelet-ipv4-1", "2")]
 
 
+@pytest.mark.parametrize(
+    ("desired", "live", "added", "removed"),
+    [
+        ((), (), [], []),
+        (("10.0.0.1",), (), ["10.0.0.1"], []),
+        ((), ("10.0.0.1",), [], ["10.0.0.1"]),
+        (("10.0.0.1", "10.0.0.2"), ("10.0.0.2", "10.0.0.3"), ["10.0.0.1"], ["10.0.0.3"]),
+        (("fd00::1", "10.0.0.10", "10.0.0.9"), (), ["10.0.0.9", "10.0.0.10", "fd00::1"], []),
+        (("fd00:0::1",), ("fd00::1",), [], []),
+    ],
+)
+def test_changes_name_the_ips_added_and_removed_in_address_order(
+    desired: tuple[str, ...], live: tuple[str, ...], added: list[str], removed: list[str]
+) -> None:
+    sel = selection(*(node(f"n{i}", ip) for i, ip in enumerate(desired)))
+    got = plan.changes(Config(), sel, Live(endpoints=_endpoints(*live)))
+    assert (got.added, got.removed) == (added, removed)
+
+
 def test_reused_ip_rewrites_the_slice_in_place() -> None:
     old = node("a", "1.2.3.4", created="2026-01-01T00:00:00Z")
     new = node("b", "1.2.3.4", created="2026-02-01T00:00:00Z")
