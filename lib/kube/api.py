@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from lib.exitcodes import ApiUnavailable, UsageError, WriteRejected
-from lib.kube.decoding import OBJECT_ITEMS, VERSION_ITEMS, ListItems, ListPage, decode_page
+from lib.kube.decoding import OBJECT_ITEMS, VERSION_ITEMS, ListItems, ListPage, decode_page, deleted
 from lib.kube.transport import APPLY_CONTENT_TYPE, JSON_PATCH_CONTENT_TYPE, HttpError, Transport
 
 _T = TypeVar("_T")
@@ -53,26 +53,24 @@ class Api(Transport):
     def _list(
         self, path: str, kind: str, selector: str, items: ListItems[Any, _T], page_size: int
     ) -> tuple[list[_T], int]:
-        for _ in range(MAX_LIST_RESTARTS + 1):
-            try:
-                return self._list_once(path, kind, selector, items, page_size)
-            except _Restart:
-                self.log.warning(items.restarted, kind=kind, reason="continue token expired (410)")
-        raise ApiUnavailable(f"{kind} list restarted {MAX_LIST_RESTARTS} times on expired continue tokens")
-
-    def _list_once(
-        self, path: str, kind: str, selector: str, items: ListItems[Any, _T], page_size: int
-    ) -> tuple[list[_T], int]:
-        # Memory is bounded by one page, not by the cluster: a page of real
-        # Nodes is ~10 MB of JSON, and only the converted items (a few
-        # hundred bytes each) outlive it. Hence no generator here: a
-        # suspended one, like a for-loop variable, would keep the previous
-        # page alive while the next one is fetched and decoded.
+        # Memory is bounded by one page, not by the cluster: only the
+        # converted items outlive their page (docs/performance.md). Hence no
+        # generator here: a suspended one, like a for-loop variable, would
+        # keep the previous page alive while the next one is fetched and decoded.
         found: list[_T] = []
-        token, pages = "", 0
+        token, pages, restarts = "", 0, 0
         seen: set[str] = set()
         while True:
             page = self._page(path, kind, selector, page_size, token, items)
+            if page is None:  # a 410 on a continue token: the list starts again
+                self.log.warning(items.restarted, kind=kind, reason="continue token expired (410)")
+                if restarts == MAX_LIST_RESTARTS:
+                    raise ApiUnavailable(
+                        f"{kind} list restarted {MAX_LIST_RESTARTS} times on expired continue tokens"
+                    )
+                restarts += 1
+                found, token, pages, seen = [], "", 0, set()
+                continue
             pages += 1
             for index, item in enumerate(page.items):
                 try:
@@ -103,8 +101,8 @@ class Api(Transport):
         page_size: int,
         token: str,
         items: ListItems[Any, _T],
-    ) -> ListPage[Any]:
-        """One page of a list, decoded into ``items.item``."""
+    ) -> ListPage[Any] | None:
+        """One page of a list, decoded into ``items.item``; None when its continue token expired (410)."""
         query = {"limit": str(page_size)}
         if selector:
             query["labelSelector"] = selector
@@ -120,7 +118,7 @@ class Api(Transport):
             )
         except HttpError as exc:
             if exc.status == 410 and token:
-                raise _Restart() from None
+                return None
             if exc.status in (400, 422) and selector:
                 message = f"GET {path}: label selector {selector!r} rejected: {exc}"
                 raise SelectorRejected(message, exc) from None
@@ -147,12 +145,12 @@ class Api(Transport):
     def get(self, path: str) -> Mapping[str, Any] | None:
         """An object, or None when it does not exist."""
         try:
-            body = self.request("GET", path, expect="object")
+            obj: Mapping[str, Any] = self.request("GET", path)
         except HttpError as exc:
             if exc.status == 404:
                 return None
             raise ApiUnavailable(f"GET {path}: unexpected {exc}") from None
-        return body if isinstance(body, Mapping) else None
+        return obj
 
     def apply(self, path: str, body: bytes, field_manager: str, dry_run: bool) -> Mapping[str, Any]:
         """Server-side apply, forced: we are the only writer of these fields."""
@@ -160,10 +158,10 @@ class Api(Transport):
         if dry_run:
             query["dryRun"] = "All"
         try:
-            result = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE, expect="object")
+            obj: Mapping[str, Any] = self.request("PATCH", path, query, body, APPLY_CONTENT_TYPE)
         except HttpError as exc:
             raise _rejected(f"apply {path}", exc) from None
-        return result if isinstance(result, Mapping) else {}
+        return obj
 
     def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]], dry_run: bool) -> Mapping[str, Any]:
         """A JSON patch (RFC 6902); a failed ``test`` op is 422, a changed object's version 409."""
@@ -171,7 +169,7 @@ class Api(Transport):
         # A list, not bytes: the client re-labels any other JSON-patch body as a strategic merge patch.
         body = [dict(op) for op in ops]
         try:
-            result = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE, expect="object")
+            obj: Mapping[str, Any] = self.request("PATCH", path, query, body, JSON_PATCH_CONTENT_TYPE)
         except HttpError as exc:
             if exc.status == 422:
                 # The real server answers a failed "test" op with a bare 422 Invalid
@@ -181,7 +179,7 @@ class Api(Transport):
                     f"patch {path} rejected: {exc} (the object changed since it was read)"
                 ) from None
             raise _rejected(f"patch {path}", exc) from None
-        return result if isinstance(result, Mapping) else {}
+        return obj
 
     def delete(self, path: str, dry_run: bool, resource_version: str | None = None) -> None:
         """Delete an object, only if still at ``resource_version`` when given; one already gone is fine."""
@@ -195,7 +193,7 @@ class Api(Transport):
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
         try:
-            self.request("DELETE", path, {}, body, expect="deleted")
+            self.request("DELETE", path, {}, body, decode=deleted)
         except HttpError as exc:
             if exc.status != 404:
                 raise _rejected(f"delete {path}", exc) from None
@@ -226,10 +224,6 @@ class SelectorRejected(ApiUnavailable):
     def __init__(self, message: str, answer: HttpError) -> None:
         super().__init__(message)
         self.answer = answer
-
-
-class _Restart(Exception):
-    """The node list must start again from the first page."""
 
 
 def object_path(kind: str, namespace: str, name: str = "") -> str:

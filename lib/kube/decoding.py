@@ -123,16 +123,19 @@ def decode_page(data: bytes | bytearray | memoryview, item: type[_I], limit: int
         page = _decoder(item, limit, True).decode(data)
     except msgspec.ValidationError as exc:
         raise _malformed(data, str(exc), kind, limit) from None
-    except msgspec.DecodeError:
-        # A proxy's HTML error page or a cut-off body: worth another try.
-        raise MalformedBody(f"is not JSON ({len(data)} bytes)", retry=True) from None
-    except RecursionError:
-        # "[[[[..." a hundred thousand deep: no API object nests like that.
-        raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _unreadable(data, exc) from None
     meta = page.metadata
     found = msgspec.structs.astuple(page.items) if page.items is not None else ()
     items = [x for x in found if x is not UNSET]
     return ListPage(items, (meta.continue_ if meta else None) or "")
+
+
+def _unreadable(data: bytes | bytearray | memoryview | msgspec.Raw, exc: Exception) -> MalformedBody:
+    # A proxy's HTML error page, a cut-off body, or "[[[[..." a hundred
+    # thousand deep (no API object nests like that): worth another try.
+    what = "nests too deep" if isinstance(exc, RecursionError) else "is not JSON"
+    return MalformedBody(f"{what} ({len(data)} bytes)", retry=True)
 
 
 def _malformed(data: bytes | bytearray | memoryview, message: str, kind: str, limit: int) -> MalformedBody:
@@ -215,12 +218,8 @@ class JsonObject(Mapping[str, Any]):
             return cls(_MEMBERS.decode(data))
         except msgspec.ValidationError:
             raise MalformedBody(f"is a JSON {_json_type(data)}, not an object", retry=True) from None
-        except msgspec.DecodeError:
-            # A proxy's HTML error page or a cut-off body: worth another try.
-            raise MalformedBody(f"is not JSON ({len(data)} bytes)", retry=True) from None
-        except RecursionError:
-            # "[[[[..." a hundred thousand deep: no API object nests like that.
-            raise MalformedBody(f"nests too deep ({len(data)} bytes)", retry=True) from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _unreadable(data, exc) from None
 
     def __getitem__(self, key: str) -> Any:
         raw = self._members[key]
@@ -246,6 +245,23 @@ class JsonObject(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"JsonObject({dict(self)!r})"
+
+
+def api_object(data: bytes | bytearray | memoryview) -> JsonObject:
+    """A body that must be an API object (it has ``metadata``): a GET's, an apply's or a patch's answer."""
+    obj = JsonObject.decode(data)
+    if not isinstance(obj.get("metadata"), dict):
+        raise MalformedBody("is not an object (no metadata)", retry=True)
+    return obj
+
+
+def deleted(data: bytes | bytearray | memoryview) -> JsonObject:
+    """A delete's answer: the object (now being deleted) or a Success Status."""
+    obj = JsonObject.decode(data)
+    success = obj.get("kind") == "Status" and obj.get("status") == "Success"
+    if not success and not isinstance(obj.get("metadata"), dict):
+        raise MalformedBody("is neither the deleted object nor a Success Status", retry=True)
+    return obj
 
 
 def _json_type(data: bytes | bytearray | memoryview | msgspec.Raw) -> str:

@@ -28,7 +28,7 @@ import urllib3
 
 from lib import interrupts, log
 from lib.exitcodes import ApiUnavailable, ConfigError, Forbidden, ReconcileError
-from lib.kube.decoding import JSON_CONTENT_TYPE, JsonObject, MalformedBody
+from lib.kube.decoding import JSON_CONTENT_TYPE, MalformedBody, api_object
 
 #: A single request never waits longer than this, even early in a long run,
 #: so one stuck connection leaves time for retries.
@@ -182,16 +182,6 @@ def _too_large(status: int) -> ApiUnavailable:
     return ApiUnavailable(f"{status} response larger than {MAX_RESPONSE_BYTES >> 20} MiB: refused")
 
 
-def _shape_problem(body: Mapping[str, Any], expect: str) -> str | None:
-    if expect == "object" and not isinstance(body.get("metadata"), dict):
-        return "not an object (no metadata)"
-    # A delete answers with the object (now being deleted) or a Success Status.
-    success = body.get("kind") == "Status" and body.get("status") == "Success"
-    if expect == "deleted" and not success and not isinstance(body.get("metadata"), dict):
-        return "neither the deleted object nor a Success Status"
-    return None
-
-
 def _sleep(seconds: float) -> None:
     with interrupts.blocking():  # a backoff sleep ends at a signal
         time.sleep(seconds)
@@ -205,7 +195,7 @@ def _one_line(exc: BaseException | str) -> str:
     return log.redact(text)[:300]
 
 
-#: A response body's own reader, given to :meth:`Api.request` instead of ``json.loads``.
+#: How :meth:`Transport.request` reads a 2xx body; :class:`MalformedBody` when it is not what was asked for.
 Decode = Callable[[bytearray | memoryview], Any]
 #: One warning of a ``Warning`` header (RFC 7234: code, agent, quoted text); kube-apiserver sends 299.
 _WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
@@ -244,9 +234,8 @@ class Transport:
         query: Mapping[str, str],
         body: Body,
         content_type: str,
-        expect: str,
-        decode: Decode | None = None,
-        accept: str = JSON_CONTENT_TYPE,
+        decode: Decode,
+        accept: str,
     ) -> Any:
         remaining = self.deadline.remaining()
         if remaining <= 0:
@@ -304,21 +293,12 @@ class Transport:
             # counting it as one read an empty cluster, or a write that
             # stored nothing, as success.
             raise _Transient(f"unexpected {status} response ({len(data)} bytes)")
-        if decode is not None:
-            try:
-                return decode(data)
-            except MalformedBody as exc:
-                if exc.retry:
-                    raise _Transient(f"{status} response {exc}") from None
-                raise ApiUnavailable(f"{method} {path}: {exc}") from None
         try:
-            parsed = JsonObject.decode(data)
+            return decode(data)
         except MalformedBody as exc:
-            raise _Transient(f"{status} response {exc}") from None
-        problem = _shape_problem(parsed, expect)
-        if problem:
-            raise _Transient(f"{status} response is {problem}")
-        return parsed
+            if exc.retry:
+                raise _Transient(f"{status} response {exc}") from None
+            raise ApiUnavailable(f"{method} {path}: {exc}") from None
 
     def request(
         self,
@@ -327,17 +307,14 @@ class Transport:
         query: Mapping[str, str] | None = None,
         body: Body = None,
         content_type: str = JSON_CONTENT_TYPE,
-        expect: str = "any",
-        decode: Decode | None = None,
+        decode: Decode = api_object,
         accept: str = JSON_CONTENT_TYPE,
     ) -> Any:
         """One logical request, retried on transient failures until the deadline.
 
-        ``expect``: what a 2xx body must be, else it is retried like a 5xx:
-        "object" (has ``metadata``),
-        "deleted" (an object or a Success Status) or "any" (a JSON object).
-        ``decode``: read a 2xx body with this instead of ``json.loads``; its
-        :class:`MalformedBody` is retried when ``retry`` is set, else final.
+        ``decode`` reads a 2xx body (by default: an API object, one with
+        ``metadata``); its :class:`MalformedBody` is retried like a 5xx when
+        ``retry`` is set, else final.
         """
         query = query or {}
         retrying = tenacity.Retrying(
@@ -352,7 +329,7 @@ class Transport:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, path, query, body, content_type, expect, decode, accept)
+                    return self._once(method, path, query, body, content_type, decode, accept)
         except _Transient as exc:
             tries = retrying.statistics.get("attempt_number", 1)
             late = ""
