@@ -104,6 +104,10 @@ def _library_warning(_logger: Any, _name: str, event_dict: Any) -> Any:
     return event_dict
 
 
+def _cap(kind: str) -> int:
+    return 1 if kind.startswith("library_warning:") else WARNINGS_PER_KIND
+
+
 class _PerKind(logging.Filter):
     """Keep at most WARNINGS_PER_KIND warnings (one library warning) of each kind per run."""
 
@@ -111,29 +115,19 @@ class _PerKind(logging.Filter):
         if record.levelno != logging.WARNING:
             return True
         if isinstance(record.msg, dict):
-            kind, cap = str(record.msg.get("event")), WARNINGS_PER_KIND
+            kind = str(record.msg.get("event"))
         elif record.name == "py.warnings":
             found = _WARNING_KIND.search(str(record.msg))
-            kind, cap = "library_warning:" + (found.group(1) if found else ""), 1
+            kind = "library_warning:" + (found.group(1) if found else "")
         else:
-            kind, cap = f"{record.name}:{str(record.msg)[:40]}", WARNINGS_PER_KIND
+            kind = f"{record.name}:{str(record.msg)[:40]}"
         _seen[kind] += 1
-        return _seen[kind] <= cap
-
-
-def suppressed() -> dict[str, int]:
-    """Total count of each warning kind that went over its cap in this run."""
-    counts: dict[str, int] = {}
-    for kind, n in _seen.items():
-        cap = 1 if kind.startswith("library_warning:") else WARNINGS_PER_KIND
-        if n > cap:
-            counts[kind] = n
-    return counts
+        return _seen[kind] <= _cap(kind)
 
 
 def log_suppressed() -> None:
-    """The one line that counts the warnings left out by the per-kind cap, if any."""
-    counts = suppressed()
+    """The one line that counts the warnings left out by the per-kind cap (each kind's total), if any."""
+    counts = {kind: n for kind, n in _seen.items() if n > _cap(kind)}
     if counts:
         get().warning("warnings_suppressed", totals=counts, logged_per_kind=WARNINGS_PER_KIND)
 

@@ -301,7 +301,7 @@ def _slice_steps(
     (:func:`ips_in_two_slices`).
     """
     ours = {s.name: s for s in live.ours()}
-    holders = sel.holders()
+    holders = sel.holders
     shrink: list[Step] = []
     grow: list[Step] = []
     deletes: list[Step] = []
@@ -317,17 +317,13 @@ def _slice_steps(
             placed_names.add(placed.name)
             current = ours.get(placed.name)
             make = partial(_slice_body, cfg, placed.name, family, placed.ips, holders, service_uid)
-            out = grow if placed.gains else shrink
-            for i, step in enumerate(
-                _object_steps(cfg, "EndpointSlice", placed.name, make, current, warnings)
-            ):
-                if current is not None and i == 0 and isinstance(step, Apply):
-                    # The first write to a live slice is guarded by the version we
-                    # read (a Remove before it carries that guard itself).
-                    step = Apply(
-                        step.kind, step.name, partial(make, resource_version=current.resource_version)
-                    )
-                out.append(step)
+            writes = _object_steps(cfg, "EndpointSlice", placed.name, make, current, warnings)
+            if current is not None and writes and isinstance(writes[0], Apply):
+                # The first write to a live slice is guarded by the version we
+                # read (a Remove before it carries that guard itself).
+                guarded = partial(make, resource_version=current.resource_version)
+                writes[0] = Apply("EndpointSlice", placed.name, guarded)
+            (grow if placed.gains else shrink).extend(writes)
         deletes.extend(Delete(name, ours[name].resource_version) for name in placement.deletes)
         placed_names.update(placement.deletes)
     # Ours but of no family we publish (an FQDN slice, say): nothing can go in it.
@@ -380,7 +376,7 @@ class Changes:
 
 def changes(cfg: Config, sel: Selection, live: Live) -> Changes:
     """IPs added, removed, and moved to another node (the IP-reuse case made visible)."""
-    now = sel.holders()
+    now = sel.holders
     # Every IP published now, with the first node an object of ours names for it.
     before: dict[IPAddress, str] = {}
     for obj in live.managed(cfg.manages_endpoints, cfg.manages_slices):

@@ -20,7 +20,6 @@ from typing import Any
 
 from lib import interrupts, log
 from lib.exitcodes import ConfigError, ReconcileError
-from lib.kube.transport import _one_line
 
 
 def load_client(kubeconfig: str | None, context: str | None, environ: Mapping[str, str]) -> Any:
@@ -282,7 +281,7 @@ def _config_problem(exc: Exception, contents: set[str]) -> str:
             text = f"malformed kubeconfig ({type(exc).__name__}: {message})"
     for value in sorted(contents, key=len, reverse=True):
         text = text.replace(value, "<redacted>")
-    return _one_line(text)
+    return log.one_line(text, 300)
 
 
 @contextmanager

@@ -141,9 +141,10 @@ def _status_text(body: bytes | bytearray | memoryview) -> tuple[str, str]:
         reason, message = doc.reason or "", doc.message or ""
     except (msgspec.MsgspecError, RecursionError):
         reason, message = "", bytes(body[:256]).decode("utf-8", "replace")
-    return _one_line(reason)[:256], _one_line(message)[:256]
+    return log.one_line(reason, 256), log.one_line(message, 256)
 
 
+_TLS_FAILED = "TLS failure talking to the API server: "
 #: What Go's net/http TLS server answers (400) to a plain-HTTP request.
 _PLAIN_HTTP_TO_TLS = b"Client sent an HTTP request to an HTTPS server"
 #: The 2xx answers a request of ours can have (200, 201 on create, 202 on delete).
@@ -187,14 +188,6 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _one_line(exc: BaseException | str) -> str:
-    """One redacted line of at most 300 characters; an exception without text gives its type's name."""
-    text = " ".join(str(exc).split())
-    if not text and isinstance(exc, BaseException):
-        text = type(exc).__name__
-    return log.redact(text)[:300]
-
-
 #: How :meth:`Transport.request` reads a 2xx body; :class:`MalformedBody` when it is not what was asked for.
 Decode = Callable[[bytearray | memoryview], Any]
 #: One warning of a ``Warning`` header (RFC 7234: code, agent, quoted text); kube-apiserver sends 299.
@@ -225,7 +218,7 @@ class Transport:
         for text in warning_texts(header):
             if text not in self.warnings:
                 self.warnings.add(text)
-                self.log.warning("api_warning", warning=_one_line(text), request=f"{method} {path}")
+                self.log.warning("api_warning", warning=log.one_line(text, 300), request=f"{method} {path}")
 
     def _once(
         self,
@@ -261,15 +254,15 @@ class Transport:
                 data = _read_bounded(resp.response, status)
                 self._warned(resp.headers.get("Warning"), method, path)
         except urllib3.exceptions.SSLError as exc:
-            raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
+            raise ConfigError(_TLS_FAILED + log.one_line(str(exc), 300)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _Transient(f"{type(exc).__name__}: {_one_line(exc)}") from None
+            raise _Transient(f"{type(exc).__name__}: {log.one_line(str(exc), 300)}") from None
         except (ReconcileError, _Transient):
             raise
         except Exception as exc:
             # The client wraps TLS failures in ApiException(status=0).
             if getattr(exc, "status", None) == 0 and "SSL" in str(getattr(exc, "reason", "")):
-                raise ConfigError(f"TLS failure talking to the API server: {_one_line(exc)}") from None
+                raise ConfigError(_TLS_FAILED + log.one_line(str(exc), 300)) from None
             raise
         if status in _TRANSIENT_STATUS:
             reason, message = _status_text(data)

@@ -568,7 +568,7 @@ def test_a_plan_holds_no_slice_body_until_it_is_written() -> None:
     sel = selection(*nodes)
     cfg = Config(**{**Config().__dict__, "resources": SLICES_ONLY})
     live = Live(service=stored(desired.service(cfg)))
-    sel.holders(), sel.ips()  # the selection's own indexes, made once per run whatever the plan
+    sel.holders, sel.ips()  # the selection's own indexes, made once per run whatever the plan
     tracemalloc.start()
     try:
         p = plan.build(cfg, sel, live)
