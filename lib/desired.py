@@ -19,18 +19,11 @@ import msgspec
 from lib.config import Config
 from lib.nodes import IPAddress, Node, Skip, ip_key
 
-#: The largest Endpoints apply body we send, in bytes of JSON. Prometheus'
-#: default discovery role under prometheus-operator reads Endpoints, so every
-#: published address goes in while the object fits what the API server
-#: stores: etcd refuses a value over 1.5 MiB (--max-request-bytes) and
-#: kube-apiserver a request over 3 MiB. Stored as protobuf, an address takes
-#: no more than its JSON, and our managedFields entry for the atomic
-#: ``subsets`` is a few hundred bytes: 1 MiB of JSON leaves a third of etcd's
-#: limit spare. That is ~4,800 nodes with 40-character names, ~1,600 with
-#: 253-character ones (docs/operations.md "Large clusters"). The endpoints
-#: controller's cap of 1,000 addresses is a convention of its own, for
-#: Services whose Endpoints kube-proxy once read; nothing but Prometheus
-#: reads these.
+#: The largest Endpoints apply body we send, in bytes of JSON: Prometheus'
+#: default discovery role reads Endpoints, so every address goes in while the
+#: object fits what etcd stores (1.5 MiB; as protobuf an address takes no more
+#: than its JSON), a third of it spare: docs/operations.md "Large clusters". The
+#: endpoints controller's 1,000 addresses are its own convention, for kube-proxy.
 ENDPOINTS_MAX_BYTES = 1 << 20
 OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
 SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"

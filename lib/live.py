@@ -2,9 +2,8 @@
 
 Every live Service, Endpoints and EndpointSlice a run reads becomes one
 :class:`LiveObject`: its name, ``resourceVersion``, uid, labels, the IPs it
-publishes (parsed once), whether it is ours, the fields our field manager
-owns, and the fields other managers own that we do not set. No other module
-reads a raw live object.
+publishes, whether it is ours, the fields our field manager owns, and the
+fields other managers own that we do not set.
 
 Whether an apply would change an object is decided from the fields our
 manager owns (its ``managedFields`` entry), as client-go's ``Extract*``
@@ -398,8 +397,7 @@ def _has_keys(item: Any, keys: Mapping[str, Any]) -> bool:
 
 def _covers(live: Any, want: Any) -> bool:
     if live == want:
-        # The common case, settled in C: walking 300 unchanged slices of 100
-        # endpoints field by field took 0.5 s at 15,000 nodes.
+        # The common case (every unchanged slice), settled in C.
         return True
     if isinstance(want, Mapping):
         return isinstance(live, Mapping) and all(k in live and _covers(live[k], v) for k, v in want.items())

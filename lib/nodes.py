@@ -1,12 +1,9 @@
 """Node reading, pure: a Node list item in, the one :class:`Node` a run keeps of it out.
 
-Real Node objects are 10-30 KB (images, managedFields, annotations); a run
-decodes only the fields declared in :class:`NodeItem`, and each item
+A run decodes only the fields declared in :class:`NodeItem`, and each item
 becomes a :class:`Node` as its page is read (docs/behaviour.md "What it
-publishes": which nodes, which addresses), so memory is bounded by one list
-page and the rest of each node is never built. No I/O, no clock, no
-logging here: problems come back as data (:class:`Skip`), like
-prometheus-operator's ``getNodeAddresses`` returning its errors.
+publishes"); the rest of a node is never built. No I/O, no clock, no
+logging: problems come back as data (:class:`Skip`).
 """
 
 from __future__ import annotations
@@ -78,15 +75,10 @@ def _parse_ip(text: str) -> IPAddress:
         raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address") from None
 
 
-#: ``ipaddress.ip_address(text)``, memoised; raises ValueError for a non-IP.
-#:
-#: A run reads each published IP up to three times (the node list, the live
-#: Endpoints and the live slices): each is made once, as its node is read,
-#: and shared. The objects are immutable, so sharing them is safe; a
-#: failure is not cached (it raises again). They also keep their canonical
-#: text once made: a run writes each IP as text several times (bodies,
-#: comparisons, the summary), and formatting an IPv6 address in pure Python
-#: took 0.2 s of a 15,000-node run.
+#: ``ipaddress.ip_address(text)``, memoised (a failure is not: it raises again).
+#: A run reads each IP up to three times (nodes, Endpoints, slices) and writes
+#: it as text several times: each is made, and formatted, once
+#: (docs/performance.md "Simpler").
 parse_ip = functools.cache(_parse_ip)
 
 
@@ -160,19 +152,13 @@ class _Status(msgspec.Struct, frozen=True, gc=False):
 
 
 class NodeItem(msgspec.Struct, frozen=True, gc=False):
-    """The fields of a Node list item a run reads, and nothing else.
+    """The fields of a Node list item a run reads; every other byte is skipped unbuilt.
 
-    A node page is decoded straight into these (``lib/kube/decoding.py``): images,
-    managedFields, labels and annotations (95% of a Node's bytes) are
-    skipped without being built, ten times faster than ``json.loads`` of
-    the page. A real API server always sends ``metadata.name`` and
-    ``status`` (Go's encoder never omits a struct), so both are required:
-    an item without them, or with a declared field of another JSON type, is
-    refused by the decoder naming the item and the field. Requiring them
-    also bounds a hostile page: a 64 MiB body of ``{},{},...`` ends at its
-    first item instead of building millions of objects.
-    ``gc=False``: these hold no reference cycles, so the collector need not
-    track them.
+    A real API server always sends ``metadata.name`` and ``status`` (Go's
+    encoder never omits a struct), so both are required: an item without
+    them, or with a field of another JSON type, is refused naming the item
+    and the field, and a hostile page of ``{},{},...`` ends at its first item.
+    ``gc=False`` here and below: they hold no reference cycles.
     """
 
     metadata: _Metadata

@@ -316,10 +316,9 @@ def _list_slices(cfg: Config, api: Api) -> tuple[LiveObject, ...]:
 def _ips_in_two_slices(cfg: Config, api: Api, versions: Mapping[str, str]) -> list[str]:
     """After our writes: IPs another run's writes left in a second slice of ours.
 
-    Each slice's resourceVersion comes first (a metadata-only list): when
-    every one is the version our reads and writes left, no one else wrote
-    and the slices hold the plan, each IP once. Only otherwise are the
-    slices read whole (6 MB at 15,000 nodes, against 0.3 MB).
+    Each slice's resourceVersion comes first (a metadata-only list, a
+    twentieth of the slices): when every one is the version our reads and
+    writes left, no one else wrote. Only otherwise are the slices read whole.
     """
     selector = f"{desired.SERVICE_NAME_LABEL}={cfg.service_name}"
     if api.versions(object_path("EndpointSlice", cfg.namespace), selector) == versions:

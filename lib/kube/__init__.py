@@ -1,14 +1,7 @@
-"""All Kubernetes API I/O, one concern a module.
+"""All Kubernetes API I/O, one concern a module, each saying what it does.
 
-- :mod:`lib.kube.credentials`: kubeconfig and in-cluster loading, exec
-  plugins; errors that name what to fix, never a secret.
-- :mod:`lib.kube.transport`: one request: the run's deadline, the retry
-  policy, bounded reads, status codes to exceptions, server warnings. It
-  knows no kind of object.
-- :mod:`lib.kube.decoding`: response bodies: list pages decoded into the
-  caller's typed items, objects split into members decoded when read.
-- :mod:`lib.kube.api`: the calls a run makes on the transport: paged lists,
-  get, apply, JSON patch, delete, and the paths of our kinds.
+credentials (kubeconfig, in-cluster), transport (one request), decoding
+(response bodies) and api (the calls a run makes).
 """
 
 from lib.kube.api import Api, SelectorRejected, WriteConflict, object_path

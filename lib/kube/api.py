@@ -22,8 +22,7 @@ from lib.kube.transport import APPLY_CONTENT_TYPE, JSON_PATCH_CONTENT_TYPE, Http
 _T = TypeVar("_T")
 #: Node list page size (kubectl's default); docs/performance.md "Page size".
 PAGE_SIZE = 500
-#: Slices and Services a page: 100 slices of 100 endpoints are ~2 MB of JSON, a
-#: page of 500 (all 300 slices at 15,000 nodes) was 6 MB held at once.
+#: Slices and Services a page: a slice is far larger than a node (docs/performance.md).
 OBJECT_PAGE_SIZE = 100
 #: A 410 on a continue token restarts the list; more restarts than this means
 #: the cluster changes faster than we can list it.
@@ -134,9 +133,8 @@ class Api(Transport):
     def versions(self, path: str, selector: str) -> dict[str, str]:
         """The resourceVersion of every object of a namespaced list by label selector, by name.
 
-        Asked for as a PartialObjectMetadataList: each object's metadata
-        alone (~1 KB a slice, not its ~25 KB). A server that sends the full
-        list instead is read the same way.
+        Asked for as a PartialObjectMetadataList (each object's metadata
+        alone); a server that sends the full list instead is read the same way.
         """
         kind = path.rsplit("/", 1)[-1].rstrip("s")
         found, _ = self._list(path, kind, selector, VERSION_ITEMS, PAGE_SIZE)

@@ -1,10 +1,9 @@
-"""Response bodies, read without the client's generated models (5-10x ``json.loads``).
+"""Response bodies, read by msgspec, not the client's generated models (docs/performance.md).
 
-A list page is decoded by msgspec into the caller's typed items, whatever
-else it holds skipped unbuilt (a tenth of ``json.loads``), and never more
-items than the page size asked for. Other bodies are split into members
-decoded only when read (:class:`JsonObject`). What no API server sends is
-a :class:`MalformedBody`, retried or final.
+A list page is decoded into the caller's typed items (whatever else it
+holds skipped unbuilt), never more than the page size asked for. Other
+bodies are split into members decoded only when read (:class:`JsonObject`).
+What no API server sends is a :class:`MalformedBody`, retried or final.
 """
 
 from __future__ import annotations
@@ -193,10 +192,8 @@ class JsonObject(Mapping[str, Any]):
     """A JSON object from a response, each member decoded when read.
 
     The body is checked (valid JSON, an object) and split into its members
-    at once; a member's value is built at each read, never kept: a
-    read-only Mapping of plain JSON values. The slice list at 15,000 nodes
-    is 7.5 MB of JSON, ~35 MB as dicts; held as bytes, each slice's
-    endpoints exist only while they are looked at.
+    at once; a member's value is built at each read, never kept: a live
+    slice's endpoints exist as dicts only while they are looked at.
     """
 
     __slots__ = ("_members",)
