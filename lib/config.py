@@ -108,11 +108,7 @@ def _parser() -> _Parser:
     add("--namespace", metavar="NS", help="namespace of the objects (default: kube-system)")
     add("--service-name", metavar="NAME", help="Service and Endpoints name, slice prefix (default: kubelet)")
     add("--node-selector", metavar="SEL", help="label selector for the node list (default: all nodes)")
-    add(
-        "--address-type",
-        choices=("internal", "external"),
-        help="preferred node address type (default: internal)",
-    )
+    add("--address-type", metavar="TYPE", help="preferred node address: internal (default) or external")
     add("--resources", metavar="LIST", help="comma list of endpoints,endpointslices (default: both)")
     add("--max-endpoints-per-slice", metavar="N", help="1..1000 (default: 100)")
     add("--http-metrics", action=argparse.BooleanOptionalAction, help="also publish the read-only port 10255")
@@ -129,8 +125,8 @@ def _parser() -> _Parser:
         action=argparse.BooleanOptionalAction,
         help="make our objects wholly ours and delete foreign slices of our Service",
     )
-    add("--log-format", choices=("json", "console"), help="json lines (default) or console")
-    add("--log-level", choices=LOG_LEVELS, help="debug, info (default), warning, error")
+    add("--log-format", metavar="FORMAT", help="json lines (default) or console")
+    add("--log-level", metavar="LEVEL", help="debug, info (default), warning, error")
     add(
         "--termination-log",
         metavar="PATH",
